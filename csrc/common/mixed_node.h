@@ -1,0 +1,131 @@
+// mixed_node: argument checks and the weight math shared by the CPU and CUDA
+// kernels. A node has E incoming edges and K candidate operators per edge;
+// `mask` [E, K] says which (edge, op) pairs are live, and `outs` holds exactly
+// the live outputs in row-major order of `mask`.
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "checks.h"
+
+namespace fastnas {
+
+enum class MixedNodeMode { Softmax = 0, Sigmoid = 1, ReluNorm = 2, Identity = 3 };
+constexpr std::array<const char*, 4> kMixedNodeModes = {"softmax", "sigmoid", "relu_norm", "identity"};
+
+// Kernel launch arguments hold one pointer per live operator; 128 covers the
+// densest DARTS node (5 edges x 8 ops = 40) with room to spare.
+constexpr int kMaxLiveOps = 128;
+
+struct MixedNodePlan {
+  MixedNodeMode mode;
+  double inv_temperature;
+  std::vector<int32_t> live_index;  // flat index e * K + k of each live op, row-major
+  std::vector<int32_t> live_edge;   // its edge e
+  int64_t num_live() const { return static_cast<int64_t>(live_index.size()); }
+};
+
+// Validates every argument of mixed_node and reads the live structure of `mask`
+// on the host (a device mask costs one synchronization: keep it on the CPU).
+inline MixedNodePlan check_mixed_node_inputs(at::TensorList outs, const at::Tensor& alpha,
+                                             const at::Tensor& mask, c10::string_view mode,
+                                             double temperature, bool allow_half) {
+  MixedNodePlan plan;
+  plan.mode = parse_option<MixedNodeMode>(mode, "mode", kMixedNodeModes);
+  TORCH_CHECK(std::isfinite(temperature) && temperature > 0,
+              "temperature: expected a positive finite number, got ", temperature);
+  plan.inv_temperature = 1.0 / temperature;
+  check_dim(alpha, "alpha", 2, "[edges, ops]");
+  check_floating(alpha, "alpha", allow_half);
+  TORCH_CHECK(mask.scalar_type() == at::kBool, "mask: expected a bool tensor, got ", mask.scalar_type());
+  check_same_shape(mask, "mask", alpha, "alpha");
+  TORCH_CHECK(mask.device().is_cpu() || mask.device() == alpha.device(),
+              "mask: expected a tensor on the CPU or on ", alpha.device(), " like alpha, got one on ",
+              mask.device());
+
+  const auto host_mask = mask.to(at::kCPU).contiguous();
+  const bool* live = host_mask.data_ptr<bool>();
+  const int64_t ops = alpha.size(1);
+  for (int64_t i = 0; i < host_mask.numel(); ++i) {
+    if (live[i]) {
+      plan.live_index.push_back(static_cast<int32_t>(i));
+      plan.live_edge.push_back(static_cast<int32_t>(i / ops));
+    }
+  }
+  TORCH_CHECK(static_cast<int64_t>(outs.size()) == plan.num_live(), "outs: expected one tensor per live ",
+              "operator, mask.sum() = ", plan.num_live(), ", got ", outs.size());
+  TORCH_CHECK(plan.num_live() > 0, "mask: a node needs at least one live operator (a fully pruned node ",
+              "has no output shape; use zeros for it)");
+  TORCH_CHECK(plan.num_live() <= kMaxLiveOps, "mask: at most ", kMaxLiveOps, " live operators per node, got ",
+              plan.num_live());
+  for (size_t i = 0; i < outs.size(); ++i) {
+    check_floating(outs[i], indexed("outs", i), allow_half);
+    check_same_device(outs[i], indexed("outs", i), alpha, "alpha");
+    check_same_dtype(outs[i], indexed("outs", i), outs[0], "outs[0]");
+    check_same_shape(outs[i], indexed("outs", i), outs[0], "outs[0]");
+  }
+  return plan;
+}
+
+// Weights w[i] of the L live operators from their alpha values, as in
+// fastnas/ops/_reference.py::mixed_node_weights. Live entries of one edge are
+// contiguous (row-major order), so softmax works on runs of equal `edge`.
+template <typename acc_t>
+FASTNAS_HOST_DEVICE void live_weights(const acc_t* alpha, const int32_t* edge, int L, MixedNodeMode mode,
+                                      acc_t inv_temperature, acc_t* w) {
+  if (mode == MixedNodeMode::Softmax) {
+    for (int start = 0; start < L;) {
+      int stop = start + 1;
+      while (stop < L && edge[stop] == edge[start]) ++stop;
+      acc_t top = alpha[start] * inv_temperature;
+      for (int i = start + 1; i < stop; ++i) top = alpha[i] * inv_temperature > top ? alpha[i] * inv_temperature : top;
+      acc_t total = 0;
+      for (int i = start; i < stop; ++i) {
+        w[i] = ::exp(alpha[i] * inv_temperature - top);
+        total += w[i];
+      }
+      for (int i = start; i < stop; ++i) w[i] /= total;
+      start = stop;
+    }
+  } else if (mode == MixedNodeMode::Sigmoid) {
+    for (int i = 0; i < L; ++i) w[i] = acc_t(1) / (acc_t(1) + ::exp(-alpha[i] * inv_temperature));
+  } else if (mode == MixedNodeMode::ReluNorm) {
+    acc_t total = 0;
+    for (int i = 0; i < L; ++i) total += alpha[i] > 0 ? alpha[i] : acc_t(0);
+    for (int i = 0; i < L; ++i) w[i] = total > 0 && alpha[i] > 0 ? alpha[i] / total : acc_t(0);
+  } else {
+    for (int i = 0; i < L; ++i) w[i] = alpha[i];
+  }
+}
+
+// Gradient of the loss w.r.t. the live alpha values, given the weights w and
+// dot[i] = sum(grad * outs[i]) (the gradient w.r.t. w[i]).
+template <typename acc_t>
+FASTNAS_HOST_DEVICE void live_alpha_grad(const acc_t* alpha, const acc_t* w, const acc_t* dot,
+                                         const int32_t* edge, int L, MixedNodeMode mode, acc_t inv_temperature,
+                                         acc_t* grad_alpha) {
+  if (mode == MixedNodeMode::Softmax) {
+    for (int start = 0; start < L;) {
+      int stop = start + 1;
+      while (stop < L && edge[stop] == edge[start]) ++stop;
+      acc_t mean_dot = 0;
+      for (int i = start; i < stop; ++i) mean_dot += w[i] * dot[i];
+      for (int i = start; i < stop; ++i) grad_alpha[i] = w[i] * (dot[i] - mean_dot) * inv_temperature;
+      start = stop;
+    }
+  } else if (mode == MixedNodeMode::Sigmoid) {
+    for (int i = 0; i < L; ++i) grad_alpha[i] = w[i] * (acc_t(1) - w[i]) * dot[i] * inv_temperature;
+  } else if (mode == MixedNodeMode::ReluNorm) {
+    acc_t total = 0, mean_dot = 0;
+    for (int i = 0; i < L; ++i) {
+      total += alpha[i] > 0 ? alpha[i] : acc_t(0);
+      mean_dot += w[i] * dot[i];
+    }
+    for (int i = 0; i < L; ++i) grad_alpha[i] = total > 0 && alpha[i] > 0 ? (dot[i] - mean_dot) / total : acc_t(0);
+  } else {
+    for (int i = 0; i < L; ++i) grad_alpha[i] = dot[i];
+  }
+}
+
+}  // namespace fastnas

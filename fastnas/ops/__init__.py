@@ -1,0 +1,12 @@
+"""Public fused ops of fastnas; each is also torch.ops.fastnas.<name>.
+
+Every op has a C++ kernel for the CPU and a CUDA kernel (when built with CUDA),
+a fake (meta) kernel for torch.compile, autograd whose backward is another
+fused op, and a plain-PyTorch reference in ``fastnas.ops._reference`` that
+is used on devices without a compiled kernel.
+"""
+
+from ._extension import build_info, has_kernel
+from .mixed_node import mixed_node
+
+__all__ = ["build_info", "has_kernel", "mixed_node"]

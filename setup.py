@@ -1,0 +1,96 @@
+"""Build of fastnas and its compiled core fastnas._C.
+
+CPU kernels are always built. CUDA kernels are built when FASTNAS_CUDA=1, or
+with FASTNAS_CUDA=auto (the default) when torch is a CUDA build and a CUDA
+toolkit is found: $CUDA_HOME, else the toolkit behind the `nvcc` on PATH (asked
+with `nvcc --dryrun`, since nvcc may be a wrapper script outside the toolkit).
+Without a visible GPU, TORCH_CUDA_ARCH_LIST defaults to DEFAULT_ARCH_LIST.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+from setuptools import find_packages, setup
+
+VERSION = "0.1.0"
+DEFAULT_ARCH_LIST = "8.0;9.0"
+
+
+def find_cuda_home() -> str | None:
+    """The CUDA toolkit folder: $CUDA_HOME if it holds bin/nvcc, else where `nvcc` really lives."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+        return home
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        dryrun = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True,
+                                timeout=60).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    top = re.search(r"^#\$ TOP=(.+)$", dryrun, re.MULTILINE)
+    home = os.path.realpath(top.group(1).strip()) if top else os.path.dirname(os.path.dirname(nvcc))
+    return home if os.path.exists(os.path.join(home, "bin", "nvcc")) else None
+
+
+def want_cuda() -> bool:
+    import torch
+
+    choice = os.environ.get("FASTNAS_CUDA", "auto").lower()
+    if choice not in ("0", "1", "auto"):
+        raise SystemExit(f"FASTNAS_CUDA: expected 0, 1 or auto, got {choice!r}")
+    if choice == "0":
+        return False
+    home = find_cuda_home()
+    if choice == "1" and (home is None or torch.version.cuda is None):
+        raise SystemExit("FASTNAS_CUDA=1 but " + ("no CUDA toolkit was found (set CUDA_HOME)"
+                         if home is None else f"torch {torch.__version__} is a CPU-only build"))
+    if home is None or torch.version.cuda is None:
+        return False
+    # torch.utils.cpp_extension reads CUDA_HOME once, at import: set it first.
+    os.environ["CUDA_HOME"] = home
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+    return True
+
+
+def extensions():
+    with_cuda = want_cuda()
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    macros = [("FASTNAS_VERSION", f'"{VERSION}"')]
+    cxx_flags = ["-O3"]
+    if not with_cuda:
+        return [CppExtension("fastnas._C", sources, define_macros=macros,
+                             extra_compile_args={"cxx": cxx_flags})]
+    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    macros += [("FASTNAS_WITH_CUDA", "1"), ("FASTNAS_CUDA_ARCH_LIST", f'"{arch_list}"')]
+    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+    return [CUDAExtension("fastnas._C", sources, define_macros=macros,
+                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})]
+
+
+def main():
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        name="fastnas",
+        version=VERSION,
+        description="Fused C++/CUDA core and methods for NAS with knowledge distillation",
+        packages=find_packages(include=["fastnas", "fastnas.*"]),
+        ext_modules=extensions(),
+        cmdclass={"build_ext": BuildExtension},
+        python_requires=">=3.10",
+        install_requires=["torch>=2.11", "numpy", "scipy", "tqdm", "matplotlib", "scikit-learn"],
+        entry_points={"console_scripts": ["fastnas=fastnas.cli:main"]},
+    )
+
+
+if __name__ == "__main__":
+    main()
