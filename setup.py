@@ -28,7 +28,7 @@ def find_cuda_home() -> str | None:
     if nvcc is None:
         return None
     try:
-        dryrun = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True,
+        dryrun = subprocess.run([nvcc, "--dryrun", "-c", "probe.cu"], capture_output=True, text=True,
                                 timeout=60).stderr
     except (OSError, subprocess.SubprocessError):
         return None
@@ -58,6 +58,18 @@ def want_cuda() -> bool:
     return True
 
 
+def wheel_cuda_includes() -> list[str]:
+    """Header folders of the CUDA libraries that torch's wheels ship (cuSPARSE, cuBLAS...).
+
+    ATen's CUDA headers include them, and a toolkit holding only the compiler lacks them.
+    """
+    import torch
+
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    return sorted(d for d in glob.glob(os.path.join(site, "nvidia", "*", "include"))
+                  if os.path.exists(os.path.join(d, "cusparse.h")))
+
+
 def extensions():
     with_cuda = want_cuda()
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
@@ -72,7 +84,7 @@ def extensions():
     macros += [("FASTNAS_WITH_CUDA", "1"), ("FASTNAS_CUDA_ARCH_LIST", f'"{arch_list}"')]
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
-    return [CUDAExtension("fastnas._C", sources, define_macros=macros,
+    return [CUDAExtension("fastnas._C", sources, define_macros=macros, include_dirs=wheel_cuda_includes(),
                           extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})]
 
 

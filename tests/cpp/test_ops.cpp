@@ -1,0 +1,66 @@
+// C++ tests of the ops through the dispatcher, without Python: hand-computed
+// values and the error messages. Run by ctest (see CMakeLists.txt).
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <cmath>
+#include <functional>
+#include <iostream>
+#include <string>
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  std::cout << (ok ? "ok   " : "FAIL ") << what << "\n";
+  if (!ok) ++failures;
+}
+
+void expect_error(const std::function<void()>& call, const std::string& fragment, const std::string& what) {
+  try {
+    call();
+    expect(false, what + " (no error raised)");
+  } catch (const c10::Error& e) {
+    expect(std::string(e.what()).find(fragment) != std::string::npos, what);
+  }
+}
+
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+using MixedNode = at::Tensor(at::TensorList, const at::Tensor&, const at::Tensor&, c10::string_view, double);
+
+void test_mixed_node() {
+  const auto mixed_node = op<MixedNode>("fastnas::mixed_node");
+  // Edge 0: alpha (0, log 3) -> softmax weights (1/4, 3/4); edge 1 keeps one op -> weight 1.
+  auto alpha = at::tensor({0.0, std::log(3.0), 5.0, -2.0}, at::kDouble).view({2, 2});
+  auto mask = at::tensor({1, 1, 0, 1}).to(at::kBool).view({2, 2});
+  std::vector<at::Tensor> outs = {at::full({3}, 4.0, at::kDouble), at::full({3}, 8.0, at::kDouble),
+                                  at::full({3}, 1.0, at::kDouble)};
+  auto result = mixed_node.call(outs, alpha, mask, "softmax", 1.0);
+  expect(at::allclose(result, at::full({3}, 1.0 + 6.0 + 1.0, at::kDouble)), "mixed_node softmax hand-computed");
+
+  // relu_norm: relu(1, 3, -1) / 4 = (1/4, 3/4, 0).
+  auto alpha3 = at::tensor({1.0, 3.0, -1.0}, at::kDouble).view({1, 3});
+  auto all_live = at::ones({1, 3}, at::kBool);
+  std::vector<at::Tensor> outs3 = {at::full({2}, 2.0, at::kDouble), at::full({2}, 6.0, at::kDouble),
+                                   at::full({2}, 100.0, at::kDouble)};
+  auto relu = mixed_node.call(outs3, alpha3, all_live, "relu_norm", 1.0);
+  expect(at::allclose(relu, at::full({2}, 0.5 + 4.5, at::kDouble)), "mixed_node relu_norm hand-computed");
+
+  expect_error([&] { mixed_node.call({outs[0]}, alpha, mask, "softmax", 1.0); },
+               "outs: expected one tensor per live operator", "mixed_node rejects a wrong number of outs");
+  expect_error([&] { mixed_node.call(outs, alpha, mask, "gumbel", 1.0); }, "mode: expected one of",
+               "mixed_node rejects an unknown mode");
+}
+
+}  // namespace
+
+int main() {
+  test_mixed_node();
+  std::cout << (failures ? "FAILED: " : "all passed: ") << failures << " failure(s)\n";
+  return failures ? 1 : 0;
+}
