@@ -1,0 +1,74 @@
+"""Mixed-operator modules of a differentiable super-network, computed by fastnas.ops.mixed_node."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import mixed_node
+
+
+def _key(edge: int, op: int) -> str:
+    return f"{edge}_{op}"
+
+
+class MixedNode(nn.Module):
+    """All candidate operations on all incoming edges of one DARTS node.
+
+    The node value is sum over live (edge e, op k) of w(alpha)[e, k] * op_ek(x_e),
+    computed in one fused call. Pruned operations are deleted (their parameters
+    are freed) and never run. Operations marked ``relu_input`` share one relu(x_e)
+    per edge.
+
+    Args:
+        num_edges: E, the number of inputs of the node.
+        num_ops: K, candidates per edge.
+        build: build(edge, op) -> the module of candidate op on that edge.
+        mode: weight mode of fastnas.ops.mixed_node (softmax, sigmoid, relu_norm, identity).
+        input_stride: spatial stride from inputs[0] to the node value (2 in a reduction cell);
+            gives the shape of the zeros a fully pruned node outputs.
+    """
+
+    def __init__(self, num_edges: int, num_ops: int, build: Callable[[int, int], nn.Module],
+                 mode: str = "softmax", temperature: float = 1.0, input_stride: int = 1):
+        super().__init__()
+        self.mode, self.temperature, self.input_stride = mode, temperature, input_stride
+        self.candidates = nn.ModuleDict({_key(e, k): build(e, k) for e in range(num_edges) for k in range(num_ops)})
+        # On the CPU on purpose: mixed_node reads it on the host, a device copy would cost a sync.
+        self.mask = torch.ones(num_edges, num_ops, dtype=torch.bool)
+
+    @property
+    def live(self) -> list[tuple[int, int]]:
+        """(edge, op) pairs still in the node, row-major."""
+        return [tuple(pair) for pair in self.mask.nonzero().tolist()]
+
+    def prune(self, edge: int, op: int) -> None:
+        """Removes candidate (edge, op) for good."""
+        if self.mask[edge, op]:
+            self.mask[edge, op] = False
+            del self.candidates[_key(edge, op)]
+
+    def forward(self, inputs: Sequence[torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
+        """inputs: E tensors [B, C, H, W]; alpha: [E, K]. Returns [B, C, H', W']."""
+        if not self.mask.any():
+            return inputs[0][:, :, :: self.input_stride, :: self.input_stride].mul(0.0)
+        outs, relu_inputs = [], {}
+        for edge, op in self.live:
+            module = self.candidates[_key(edge, op)]
+            if getattr(module, "relu_input", False):
+                if edge not in relu_inputs:
+                    relu_inputs[edge] = F.relu(inputs[edge])
+                outs.append(module(relu_inputs[edge]))
+            else:
+                outs.append(module(inputs[edge]))
+        return mixed_node(outs, alpha, self.mask, self.mode, self.temperature)
+
+    def get_extra_state(self) -> dict:
+        return {"mask": self.mask.clone()}
+
+    def set_extra_state(self, state: dict) -> None:
+        for edge, op in (~state["mask"]).nonzero().tolist():
+            self.prune(edge, op)

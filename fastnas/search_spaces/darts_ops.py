@@ -1,0 +1,122 @@
+"""The DARTS candidate operations (Liu et al., 2019; quark0/darts operations.py).
+
+One change from the reference: operations that start with a ReLU (separable and
+dilated convolutions, the factorized reduction of skip_connect) are built
+without it and marked ``relu_input = True``. A mixed edge computes relu(x) once
+and hands it to all of them, instead of one ReLU per operator.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+class Zero(nn.Module):
+    """The 'none' operation: zeros of the output shape."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class DilConv(nn.Sequential):
+    """(ReLU) -> depthwise dilated conv -> pointwise conv -> BN."""
+
+    relu_input = True
+
+    def __init__(self, C: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool):
+        super().__init__(
+            nn.Conv2d(C, C, kernel, stride, padding, dilation=dilation, groups=C, bias=False),
+            nn.Conv2d(C, C, 1, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """(ReLU) -> dw conv (stride) -> pw conv -> BN -> ReLU -> dw conv -> pw conv -> BN."""
+
+    relu_input = True
+
+    def __init__(self, C: int, kernel: int, stride: int, padding: int, affine: bool):
+        super().__init__(
+            nn.Conv2d(C, C, kernel, stride, padding, groups=C, bias=False),
+            nn.Conv2d(C, C, 1, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, kernel, 1, padding, groups=C, bias=False),
+            nn.Conv2d(C, C, 1, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+
+class FactorizedReduce(nn.Module):
+    """(ReLU) -> two 1x1 stride-2 convs on offset grids, concatenated -> BN: halves H and W."""
+
+    relu_input = True
+
+    def __init__(self, C_in: int, C_out: int, affine: bool):
+        super().__init__()
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))  # odd sizes keep matching shapes
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> conv -> BN (the cells' input preprocessing)."""
+
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool):
+        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(C_in, C_out, kernel, stride, padding, bias=False),
+                         nn.BatchNorm2d(C_out, affine=affine))
+
+
+def _pool(pool: nn.Module, C: int, with_bn: bool) -> nn.Module:
+    # DARTS puts a BN without affine after pooling inside the super-network only.
+    return nn.Sequential(pool, nn.BatchNorm2d(C, affine=False)) if with_bn else pool
+
+
+OPS: dict[str, Callable[[int, int, bool, bool], nn.Module]] = {
+    "none": lambda C, stride, affine, search: Zero(stride),
+    "max_pool_3x3": lambda C, stride, affine, search: _pool(nn.MaxPool2d(3, stride, 1), C, search),
+    "avg_pool_3x3": lambda C, stride, affine, search: _pool(
+        nn.AvgPool2d(3, stride, 1, count_include_pad=False), C, search),
+    "skip_connect": lambda C, stride, affine, search: (nn.Identity() if stride == 1
+                                                       else FactorizedReduce(C, C, affine)),
+    "sep_conv_3x3": lambda C, stride, affine, search: SepConv(C, 3, stride, 1, affine),
+    "sep_conv_5x5": lambda C, stride, affine, search: SepConv(C, 5, stride, 2, affine),
+    "dil_conv_3x3": lambda C, stride, affine, search: DilConv(C, 3, stride, 2, 2, affine),
+    "dil_conv_5x5": lambda C, stride, affine, search: DilConv(C, 5, stride, 4, 2, affine),
+}
+
+
+def check_primitives(primitives: list[str] | tuple[str, ...], arg: str = "ops") -> tuple[str, ...]:
+    """The primitives as a tuple, or a ValueError naming the unknown ones and the valid names."""
+    unknown = [p for p in primitives if p not in OPS]
+    if unknown or not primitives:
+        raise ValueError(f"{arg}: unknown operation(s) {unknown or '(empty list)'}; "
+                         f"valid names: {', '.join(OPS)}")
+    if len(set(primitives)) != len(primitives):
+        raise ValueError(f"{arg}: each operation may appear once, got {list(primitives)}")
+    return tuple(primitives)
+
+
+def make_op(name: str, C: int, stride: int, affine: bool, search: bool) -> nn.Module:
+    """Operation `name` on C channels; `search` adds the super-network's BN after pooling."""
+    return OPS[name](C, stride, affine, search)
+
+
+def takes_relu_input(op: nn.Module) -> bool:
+    """True when `op` expects relu(x) (its own leading ReLU was factored out)."""
+    return getattr(op, "relu_input", False)
