@@ -1,6 +1,7 @@
 // rank_corr on the CPU: rows in parallel, O(N log N) per row.
-// Kendall: Knight's algorithm as in scipy.stats.kendalltau (sort by (x, y),
-// count ties, count discordant pairs as merge-sort inversions of y).
+// Kendall: Knight's algorithm as in scipy.stats.kendalltau (order the pairs by
+// one variable, ties by the other, count ties, count discordant pairs as the
+// merge-sort inversions of the other variable).
 // Spearman: average ranks from one sort of the row, correlated with the
 // target's ranks (computed once) as exact integer sums in double.
 #include <ATen/Parallel.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "../common/rank_corr.h"
@@ -45,33 +47,35 @@ void for_each_tie_group(int64_t n, Equal equal, Visit visit) {
 
 int64_t pairs_of(int64_t count) { return count * (count - 1) / 2; }
 
-// Sorts y ascending in place and returns the number of pairs i < j with y[i] > y[j]:
-// insertion sort on short runs, then bottom-up merges that count the jumps.
-int64_t sort_counting_inversions(int32_t* y, int32_t* scratch, int64_t n) {
+// Sorts v ascending (in v or in scratch: the returned pointer) and counts the
+// pairs i < j with v[i] > v[j]: insertion sort on short runs, then bottom-up
+// merges that count how far each element of a second half jumps.
+template <typename T>
+const T* sort_counting_inversions(T* v, T* scratch, int64_t n, int64_t* inversions) {
   constexpr int64_t kRun = 16;
-  int64_t inversions = 0;
+  int64_t count = 0;
   for (int64_t lo = 0; lo < n; lo += kRun) {
     const int64_t hi = std::min(n, lo + kRun);
     for (int64_t i = lo + 1; i < hi; ++i) {
-      const int32_t v = y[i];
+      const T value = v[i];
       int64_t k = i;
-      while (k > lo && y[k - 1] > v) {
-        y[k] = y[k - 1];
+      while (k > lo && v[k - 1] > value) {
+        v[k] = v[k - 1];
         --k;
       }
-      inversions += i - k;
-      y[k] = v;
+      count += i - k;
+      v[k] = value;
     }
   }
-  int32_t* src = y;
-  int32_t* dst = scratch;
+  T* src = v;
+  T* dst = scratch;
   for (int64_t width = kRun; width < n; width *= 2) {
     for (int64_t lo = 0; lo < n; lo += 2 * width) {
       const int64_t mid = std::min(n, lo + width), hi = std::min(n, lo + 2 * width);
       int64_t a = lo, b = mid, out = lo;
       while (a < mid && b < hi) {
         if (src[b] < src[a]) {
-          inversions += mid - a;  // src[b] jumps over every element left in the first half
+          count += mid - a;  // src[b] jumps over every element left in the first half
           dst[out++] = src[b++];
         } else {
           dst[out++] = src[a++];
@@ -82,58 +86,54 @@ int64_t sort_counting_inversions(int32_t* y, int32_t* scratch, int64_t n) {
     }
     std::swap(src, dst);
   }
-  return inversions;
+  *inversions = count;
+  return src;
 }
 
 // Rows per parallel task: enough that a task holds ~GRAIN_SIZE elements.
 int64_t row_grain(int64_t n) { return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(n, 1)); }
 
+// Knight's algorithm with the roles of x and y swapped so that the target's sort
+// is done once: walk x in target order (ties in the target ordered by x), then
+// the discordant pairs are exactly the inversions of that sequence.
 template <typename scalar_t>
 void kendall_rows(const scalar_t* scores, const scalar_t* target, int64_t rows, int64_t n, double* out) {
-  // The target as dense ranks 0, 1, ... (equal values share one), and its tied pairs.
-  std::vector<int32_t> target_rank(n);
+  const auto order = argsort(target, n);
+  std::vector<std::pair<int64_t, int64_t>> target_groups;  // tie groups of 2+ in sorted order
   int64_t y_ties = 0;
-  {
-    const auto order = argsort(target, n);
-    int32_t rank = 0;
-    for_each_tie_group(
-        n, [&](int64_t a, int64_t b) { return target[order[a]] == target[order[b]]; },
-        [&](int64_t first, int64_t last) {
-          for (int64_t k = first; k < last; ++k) target_rank[order[k]] = rank;
-          ++rank;
-          y_ties += pairs_of(last - first);
-        });
-  }
+  for_each_tie_group(
+      n, [&](int64_t a, int64_t b) { return target[order[a]] == target[order[b]]; },
+      [&](int64_t first, int64_t last) {
+        if (last - first > 1) target_groups.emplace_back(first, last);
+        y_ties += pairs_of(last - first);
+      });
   const int64_t total = pairs_of(n);
 
-  struct Pair {
-    scalar_t x;
-    int32_t y;
-  };
   at::parallel_for(0, rows, row_grain(n), [&](int64_t begin, int64_t end) {
-    std::vector<Pair> pairs(n);
-    std::vector<int32_t> y(n), scratch(n);
+    std::vector<scalar_t> xs(n), scratch(n);
     for (int64_t row = begin; row < end; ++row) {
       const scalar_t* x = scores + row * n;
       if (any_nan(x, n)) {
         out[row] = rank_corr_nan();
         continue;
       }
-      for (int64_t j = 0; j < n; ++j) pairs[j] = {x[j], target_rank[j]};
-      // Ordered by x, ties in x by y: a pair tied in x is then never an inversion of y.
-      std::sort(pairs.begin(), pairs.end(),
-                [](const Pair& a, const Pair& b) { return a.x < b.x || (a.x == b.x && a.y < b.y); });
-      int64_t x_ties = 0, joint_ties = 0;
+      for (int64_t k = 0; k < n; ++k) xs[k] = x[order[k]];
+      // Within a target tie, x ascending: such a pair is then never an inversion,
+      // and its pairs tied in x too (joint ties) are neighbours.
+      int64_t joint_ties = 0;
+      for (const auto& group : target_groups) {
+        std::sort(xs.begin() + group.first, xs.begin() + group.second);
+        for_each_tie_group(
+            group.second - group.first,
+            [&](int64_t a, int64_t b) { return xs[group.first + a] == xs[group.first + b]; },
+            [&](int64_t first, int64_t last) { joint_ties += pairs_of(last - first); });
+      }
+      int64_t discordant = 0;
+      const scalar_t* sorted = sort_counting_inversions(xs.data(), scratch.data(), n, &discordant);
+      int64_t x_ties = 0;
       for_each_tie_group(
-          n, [&](int64_t a, int64_t b) { return pairs[a].x == pairs[b].x; },
-          [&](int64_t first, int64_t last) {
-            x_ties += pairs_of(last - first);
-            for_each_tie_group(
-                last - first, [&](int64_t a, int64_t b) { return pairs[first + a].y == pairs[first + b].y; },
-                [&](int64_t a, int64_t b) { joint_ties += pairs_of(b - a); });
-          });
-      for (int64_t j = 0; j < n; ++j) y[j] = pairs[j].y;
-      const int64_t discordant = sort_counting_inversions(y.data(), scratch.data(), n);
+          n, [&](int64_t a, int64_t b) { return sorted[a] == sorted[b]; },
+          [&](int64_t first, int64_t last) { x_ties += pairs_of(last - first); });
       // Every pair is concordant, discordant, tied in x only, in y only, or in both.
       const int64_t con_minus_dis = total - x_ties - y_ties + joint_ties - 2 * discordant;
       out[row] = kendall_tau_b(static_cast<double>(con_minus_dis), static_cast<double>(total - x_ties),
