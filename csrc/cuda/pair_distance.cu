@@ -18,6 +18,12 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kMaxThreads = 256;
 
+// One block per row: the grid's x dimension bounds the batch.
+void check_grid(int64_t B) {
+  TORCH_CHECK(B <= std::numeric_limits<int32_t>::max(), "student: at most ",
+              std::numeric_limits<int32_t>::max(), " rows on CUDA, got ", B);
+}
+
 // Threads per block: a multiple of the warp, no more than the row needs.
 int threads_for(int64_t D) {
   const int64_t warps = std::min<int64_t>(kMaxThreads / kWarp, (D + kWarp - 1) / kWarp);
@@ -122,6 +128,7 @@ at::Tensor pair_distance_cuda(const at::Tensor& student, const at::Tensor& teach
   const int64_t B = s.size(0), D = s.size(1);
   auto result = at::empty({B}, s.options());
   if (B == 0) return result;
+  check_grid(B);
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "pair_distance_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
@@ -141,6 +148,7 @@ std::tuple<at::Tensor, at::Tensor> pair_distance_backward_cuda(const at::Tensor&
   auto grad_s = at::empty({B, D}, s.options());
   auto grad_t = at::empty({B, D}, s.options());
   if (B == 0) return {grad_s, grad_t};
+  check_grid(B);
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "pair_distance_backward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
