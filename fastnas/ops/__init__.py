@@ -7,8 +7,9 @@ is used on devices without a compiled kernel.
 """
 
 from ._extension import build_info, has_kernel
-from .mixed_node import mixed_node
 from .at_loss import at_loss
+from .mixed_node import mixed_node
+from .pair_distance import gram_distance, pair_distance
 from .rank_corr import rank_corr
 
-__all__ = ["at_loss", "build_info", "has_kernel", "mixed_node", "rank_corr"]
+__all__ = ["at_loss", "build_info", "gram_distance", "has_kernel", "mixed_node", "pair_distance", "rank_corr"]
