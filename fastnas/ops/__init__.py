@@ -8,5 +8,6 @@ is used on devices without a compiled kernel.
 
 from ._extension import build_info, has_kernel
 from .mixed_node import mixed_node
+from .foreach_reduce import foreach_reduce
 
-__all__ = ["build_info", "has_kernel", "mixed_node"]
+__all__ = ["build_info", "has_kernel", "mixed_node", "foreach_reduce"]
