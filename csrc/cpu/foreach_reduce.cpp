@@ -113,7 +113,7 @@ double segment_total(const scalar_t* x, int64_t n) {
 // compiler does not if-convert here) are several times slower than ATen's SIMD
 // kernels; on a long enough segment (where the dispatch of an ATen op costs
 // little) ATen computes the transform into a buffer that the reduction then reads.
-constexpr int64_t kAtenMinSegment = 4096;
+constexpr int64_t kAtenMinSegment = 1024;
 
 constexpr bool slow_per_element(ForeachTransform transform) {
   return transform == ForeachTransform::Relu || transform == ForeachTransform::Exp || transform == ForeachTransform::LogAbs ||
