@@ -8,6 +8,7 @@ is used on devices without a compiled kernel.
 
 from ._extension import build_info, has_kernel
 from .mixed_node import mixed_node
+from .at_loss import at_loss
 from .rank_corr import rank_corr
 
-__all__ = ["build_info", "has_kernel", "mixed_node", "rank_corr"]
+__all__ = ["at_loss", "build_info", "has_kernel", "mixed_node", "rank_corr"]

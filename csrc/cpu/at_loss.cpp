@@ -1,0 +1,193 @@
+// at_loss on the CPU. Forward: one pass over each student/teacher tensor builds
+// the attention maps v = mean_c |x|^p [B, HW] in double; the normalization and
+// the squared difference then only touch those small maps. Nothing but the
+// inputs is kept for backward, which rebuilds the maps, folds the normalize
+// Jacobian into one coefficient per (b, hw) and writes grad_student in one pass.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "../common/at_loss.h"
+
+namespace fastnas {
+namespace {
+
+// Spatial positions per task of the map pass: the double accumulators of a
+// block (8 KiB) stay in L1 while the block's channels stream past.
+constexpr int64_t kBlock = 1024;
+
+// Calls f with std::integral_constant<AtPower, power>, so the inner loops are
+// compiled once per power kind without a branch per element.
+template <typename F>
+void with_power(AtPower power, const F& f) {
+  switch (power) {
+    case AtPower::Two: f(std::integral_constant<AtPower, AtPower::Two>()); break;
+    case AtPower::One: f(std::integral_constant<AtPower, AtPower::One>()); break;
+    default: f(std::integral_constant<AtPower, AtPower::General>()); break;
+  }
+}
+
+// out[i] = mean_c |x[c * stride + i]|^p for i < n.
+template <AtPower kPower, typename scalar_t>
+void channel_mean(const scalar_t* x, int64_t channels, int64_t stride, int64_t n, double p, double* out) {
+  // |x|^p in the input's precision (as torch computes it: powf is 2-3x faster
+  // than pow), summed in double.
+  const auto power = static_cast<scalar_t>(p);
+  for (int64_t i = 0; i < n; ++i) out[i] = 0;
+  for (int64_t c = 0; c < channels; ++c) {
+    const scalar_t* row = x + c * stride;
+    for (int64_t i = 0; i < n; ++i) out[i] += static_cast<double>(at_abs_pow<kPower, scalar_t>(row[i], power));
+  }
+  // A division, as torch's mean; with no channels 0 / 0 gives its NaN.
+  const auto count = static_cast<double>(channels);
+  for (int64_t i = 0; i < n; ++i) out[i] /= count;
+}
+
+// Attention maps (before normalization) of one pair, vs and vt [B, HW], in
+// one parallel pass over (batch, spatial block) reading each tensor once.
+template <AtPower kPower, typename scalar_t>
+void attention_maps(const at::Tensor& s, const at::Tensor& t, const AtPairShape& shape, double p, double* vs,
+                    double* vt) {
+  const int64_t hw = shape.spatial;
+  if (shape.rows() == 0) return;
+  const scalar_t* s_data = s.data_ptr<scalar_t>();
+  const scalar_t* t_data = t.data_ptr<scalar_t>();
+  const int64_t blocks_per_row = (hw + kBlock - 1) / kBlock;
+  const int64_t work = std::max<int64_t>(1, (shape.student_channels + shape.teacher_channels) *
+                                                std::min(hw, kBlock));
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / work);
+  at::parallel_for(0, shape.batch * blocks_per_row, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / blocks_per_row;
+      const int64_t lo = (unit % blocks_per_row) * kBlock;
+      const int64_t n = std::min(hw, lo + kBlock) - lo;
+      channel_mean<kPower>(s_data + b * shape.student_channels * hw + lo, shape.student_channels, hw, n, p,
+                           vs + b * hw + lo);
+      channel_mean<kPower>(t_data + b * shape.teacher_channels * hw + lo, shape.teacher_channels, hw, n, p,
+                           vt + b * hw + lo);
+    }
+  });
+}
+
+// Normalizes every row of v [B, HW] in place (v / max(||v||, eps)) and
+// returns the row norms ||v||.
+std::vector<double> normalize_rows(double* v, int64_t batch, int64_t hw) {
+  std::vector<double> norms(batch);
+  at::parallel_for(0, batch, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, hw)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t b = begin; b < end; ++b) {
+                       double* row = v + b * hw;
+                       double squares = 0;
+                       for (int64_t i = 0; i < hw; ++i) squares += row[i] * row[i];
+                       norms[b] = std::sqrt(squares);
+                       const double denominator = at_norm_floor(norms[b]);
+                       for (int64_t i = 0; i < hw; ++i) row[i] /= denominator;
+                     }
+                   });
+  return norms;
+}
+
+// Normalized maps a_s, a_t [B, HW] of one pair and the norms of the student rows.
+struct PairMaps {
+  std::vector<double> student, teacher, student_norms;
+};
+
+PairMaps pair_maps(const at::Tensor& s, const at::Tensor& t, const AtPairShape& shape, AtPower power, double p) {
+  PairMaps maps;
+  maps.student.resize(shape.rows());
+  maps.teacher.resize(shape.rows());
+  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "at_loss_maps_cpu", [&] {
+    with_power(power, [&](auto kind) {
+      attention_maps<decltype(kind)::value, scalar_t>(s, t, shape, p, maps.student.data(), maps.teacher.data());
+    });
+  });
+  maps.student_norms = normalize_rows(maps.student.data(), shape.batch, shape.spatial);
+  normalize_rows(maps.teacher.data(), shape.batch, shape.spatial);
+  return maps;
+}
+
+at::Tensor at_loss_cpu(at::TensorList student, at::TensorList teacher, double p) {
+  const auto plan = check_at_loss_inputs(student, teacher, p, /*allow_half=*/false);
+  double total = 0;
+  for (size_t i = 0; i < plan.pairs.size(); ++i) {
+    const auto& shape = plan.pairs[i];
+    const auto maps = pair_maps(student[i].contiguous(), teacher[i].contiguous(), shape, plan.power, p);
+    double squares = 0;  // serial over the small map: deterministic
+    for (int64_t r = 0; r < shape.rows(); ++r) {
+      const double diff = maps.student[r] - maps.teacher[r];
+      squares += diff * diff;
+    }
+    // mean over B * HW; an empty pair gives 0 / 0 = NaN, as torch's mean does.
+    total += squares / static_cast<double>(shape.rows());
+  }
+  return at::scalar_tensor(total, student[0].options());
+}
+
+std::vector<at::Tensor> at_loss_backward_cpu(const at::Tensor& grad, at::TensorList student,
+                                             at::TensorList teacher, double p) {
+  const auto plan = check_at_loss_inputs(student, teacher, p, /*allow_half=*/false);
+  check_at_loss_grad(grad, student);
+  const double grad_value = grad.item<double>();
+  std::vector<at::Tensor> grads;
+  for (size_t i = 0; i < plan.pairs.size(); ++i) {
+    const auto& shape = plan.pairs[i];
+    const auto s = student[i].contiguous();
+    auto grad_s = at::empty(s.sizes(), s.options());
+    grads.push_back(grad_s);
+    if (s.numel() == 0) continue;
+    const auto maps = pair_maps(s, teacher[i].contiguous(), shape, plan.power, p);
+    const int64_t hw = shape.spatial;
+
+    // coef[b, hw] = dL/dv_s[b, hw] / C_s, with g = dL/da_s = 2 (a_s - a_t) grad / (B HW).
+    std::vector<double> coef(shape.rows());
+    const double scale = 2.0 * grad_value / static_cast<double>(shape.rows());
+    const double inv_channels = 1.0 / static_cast<double>(shape.student_channels);
+    for (int64_t b = 0; b < shape.batch; ++b) {
+      const double* a_s = maps.student.data() + b * hw;
+      const double* a_t = maps.teacher.data() + b * hw;
+      double* k = coef.data() + b * hw;
+      double n_dot_g = 0;
+      for (int64_t j = 0; j < hw; ++j) {
+        k[j] = scale * (a_s[j] - a_t[j]);
+        n_dot_g += a_s[j] * k[j];
+      }
+      for (int64_t j = 0; j < hw; ++j) {
+        k[j] = at_normalize_grad(k[j], a_s[j], n_dot_g, maps.student_norms[b]) * inv_channels;
+      }
+    }
+
+    // One pass over the student: grad_s[b, c, hw] = coef[b, hw] d|s|^p/ds.
+    AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "at_loss_backward_cpu", [&] {
+      with_power(plan.power, [&](auto kind) {
+        constexpr AtPower kPower = decltype(kind)::value;
+        const scalar_t* x = s.data_ptr<scalar_t>();
+        scalar_t* out = grad_s.data_ptr<scalar_t>();
+        const int64_t channels = shape.student_channels;
+        at::parallel_for(0, shape.batch * channels, std::max<int64_t>(1, at::internal::GRAIN_SIZE / hw),
+                         [&](int64_t begin, int64_t end) {
+                           const auto power = static_cast<scalar_t>(p);
+                           for (int64_t row = begin; row < end; ++row) {
+                             const double* k = coef.data() + (row / channels) * hw;
+                             const scalar_t* xr = x + row * hw;
+                             scalar_t* gr = out + row * hw;
+                             for (int64_t j = 0; j < hw; ++j) {
+                               gr[j] = static_cast<scalar_t>(
+                                   k[j] * static_cast<double>(at_abs_pow_grad<kPower, scalar_t>(xr[j], power)));
+                             }
+                           }
+                         });
+      });
+    });
+  }
+  return grads;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastnas, CPU, m) {
+  m.impl("at_loss", &at_loss_cpu);
+  m.impl("at_loss_backward", &at_loss_backward_cpu);
+}
+
+}  // namespace fastnas
