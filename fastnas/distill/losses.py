@@ -1,0 +1,204 @@
+"""Distillation losses between a student and a fixed teacher.
+
+Three objectives, all taking the teacher's outputs as fixed targets (detached):
+
+- ``ATLoss``: activation-based attention transfer (Zagoruyko & Komodakis) on the
+  stage features, the objective DNAD uses to regularize its search;
+- ``KDLoss``: soft-target distillation on the logits (Hinton et al.);
+- ``FeatureMSELoss``: the feature variant of the DNAD authors' code (1x1 conv
+  adapters + affine-free batch norm, weighted MSE per stage).
+
+``make_kd_loss`` wraps any of them behind one call,
+``loss(student_logits, student_feats, teacher_logits, teacher_feats)``, so a
+search or trainer does not need to know which one it was given.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import ops
+
+KD_KINDS = ("at", "feature", "soft", "none")
+
+
+def match_spatial(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-average-pool whichever of two maps [B, C, H, W] is larger down to the smaller H and W.
+
+    Pooling (rather than upsampling) keeps the comparison at the resolution both
+    networks actually have; H and W are matched independently.
+    """
+    height = min(student.shape[-2], teacher.shape[-2])
+    width = min(student.shape[-1], teacher.shape[-1])
+    if student.shape[-2:] != (height, width):
+        student = F.adaptive_avg_pool2d(student, (height, width))
+    if teacher.shape[-2:] != (height, width):
+        teacher = F.adaptive_avg_pool2d(teacher, (height, width))
+    return student, teacher
+
+
+def _check_pairs(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor],
+                 stages: int | None = None) -> None:
+    if len(student_feats) != len(teacher_feats):
+        raise ValueError(f"student_feats: got {len(student_feats)} feature maps but the teacher gave "
+                         f"{len(teacher_feats)}; they are compared pairwise")
+    if stages is not None and len(student_feats) != stages:
+        raise ValueError(f"student_feats: expected {stages} feature maps (one per stage), got {len(student_feats)}")
+    for i, (s, t) in enumerate(zip(student_feats, teacher_feats)):
+        if s.dim() != 4 or t.dim() != 4:
+            raise ValueError(f"student_feats[{i}]: expected [B, C, H, W] maps, got student {tuple(s.shape)} "
+                             f"and teacher {tuple(t.shape)}")
+        if s.shape[0] != t.shape[0]:
+            raise ValueError(f"student_feats[{i}]: batch {s.shape[0]} differs from the teacher's {t.shape[0]}")
+
+
+class ATLoss(nn.Module):
+    """Attention-transfer loss: beta / 2 * sum over stages of mean((a(s) - a(t))^2).
+
+    a(x) = normalize(mean_c |x|^p) over H*W per sample (see ``fastnas.ops.at_loss``).
+
+    Scale: ``beta / 2 * sum`` is Eq. 2 of the AT paper with its beta = 1e3 (the
+    mean over the map and batch is the paper's "divided by the number of elements
+    in attention map and batch size"). The reference code differs: Zagoruyko's
+    cifar.py adds ``beta * sum(at_losses)`` (no 1/2, so twice this scale), and
+    the DNAD authors' Distillator.py uses ``beta * mean over the 3 stages``
+    (beta / 3 * sum; its map sums over channels and divides by norm + 1e-6,
+    the same map up to that eps). We keep the paper's formula; beta = 2000
+    reproduces Zagoruyko's code and beta = 2000 / 3 the DNAD code.
+
+    forward(student_feats, teacher_feats): lists of [B, C_i, H_i, W_i] (channels
+    may differ within a pair); a pair whose H, W differ is pooled to the smaller
+    size first. Returns a 0-d tensor; the teacher gets no gradient.
+    """
+
+    def __init__(self, p: float = 2.0, beta: float = 1000.0):
+        super().__init__()
+        self.p = float(p)
+        self.beta = float(beta)
+
+    def forward(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        _check_pairs(student_feats, teacher_feats)
+        pairs = [match_spatial(s, t.detach()) for s, t in zip(student_feats, teacher_feats)]
+        student, teacher = [s for s, _ in pairs], [t for _, t in pairs]
+        return self.beta / 2 * ops.at_loss(student, teacher, self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, beta={self.beta}"
+
+
+class KDLoss(nn.Module):
+    """Soft-target KD: T^2 * KL(softmax(t / T) || softmax(s / T)), averaged over the batch.
+
+    forward(student_logits [B, K], teacher_logits [B, K]) -> 0-d tensor. The T^2
+    factor keeps the gradient scale independent of T (Hinton et al.).
+    """
+
+    def __init__(self, T: float = 4.0):
+        super().__init__()
+        if T <= 0:
+            raise ValueError(f"T: expected a positive temperature, got {T}")
+        self.T = float(T)
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(f"student_logits: shape {tuple(student_logits.shape)} differs from the teacher's "
+                             f"{tuple(teacher_logits.shape)}")
+        log_p_student = F.log_softmax(student_logits / self.T, dim=1)
+        # Log-space target: exact even where the teacher's probabilities underflow.
+        log_p_teacher = F.log_softmax(teacher_logits.detach() / self.T, dim=1)
+        kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+        return kl * self.T ** 2
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}"
+
+
+class FeatureMSELoss(nn.Module):
+    """The DNAD authors' feature distillation: sum_i w_i * MSE(BN(conv1x1_i(s_i)), BN(t_i)).
+
+    This is the ``Distillartor`` of their model_search.py, the one their
+    train_search_cifar.py actually trains with (the paper describes AT).
+
+    Student side: a 1x1 conv (C_s -> C_t, with bias, as in their code) and an
+    affine-free ``nn.BatchNorm2d`` (batch statistics in training, running ones in
+    eval). Teacher side: an affine-free batch norm with ``track_running_stats=False``,
+    i.e. always the current batch's statistics; their code's teacher BN also
+    normalizes with batch statistics during the search and its running stats are
+    never used, so keeping none is equivalent and holds no state.
+
+    The 1x1 convs are parameters the caller optimizes together with the network.
+
+    forward(student_feats, teacher_feats): lists of [B, C_i, H_i, W_i] with
+    C_i = student_channels[i] / teacher_channels[i]; returns a 0-d tensor.
+    """
+
+    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int],
+                 weights: Sequence[float] = (0.2, 0.3, 0.5)):
+        super().__init__()
+        if not len(student_channels) == len(teacher_channels) == len(weights):
+            raise ValueError(f"weights: need one student channel count, teacher channel count and weight per "
+                             f"stage, got {len(student_channels)}, {len(teacher_channels)} and {len(weights)}")
+        self.weights = tuple(float(w) for w in weights)
+        self.adapters = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(cs, ct, kernel_size=1), nn.BatchNorm2d(ct, affine=False))
+            for cs, ct in zip(student_channels, teacher_channels))
+        self.teacher_norms = nn.ModuleList(
+            nn.BatchNorm2d(ct, affine=False, track_running_stats=False) for ct in teacher_channels)
+
+    def forward(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        _check_pairs(student_feats, teacher_feats, stages=len(self.weights))
+        total = student_feats[0].new_zeros(())
+        for weight, adapter, norm, s, t in zip(self.weights, self.adapters, self.teacher_norms,
+                                               student_feats, teacher_feats):
+            # Pool before the 1x1 conv: it is linear, so this is cheaper and the same map.
+            s, t = match_spatial(s, t.detach())
+            total = total + weight * F.mse_loss(adapter(s), norm(t))
+        return total
+
+
+class DistillLoss(nn.Module):
+    """One call for every kind: loss(student_logits, student_feats, teacher_logits, teacher_feats) -> 0-d tensor.
+
+    ``inner`` is the wrapped loss (None for kind "none", which returns 0); its
+    parameters (FeatureMSELoss's 1x1 convs) are this module's parameters.
+    """
+
+    def __init__(self, kind: str, inner: nn.Module | None):
+        super().__init__()
+        self.kind = kind
+        self.inner = inner
+
+    def forward(self, student_logits: torch.Tensor, student_feats: Sequence[torch.Tensor],
+                teacher_logits: torch.Tensor, teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.inner is None:
+            return student_logits.new_zeros(())
+        if self.kind == "soft":
+            return self.inner(student_logits, teacher_logits)
+        return self.inner(student_feats, teacher_feats)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+def make_kd_loss(kind: str, student_channels: Sequence[int] = (), teacher_channels: Sequence[int] = (),
+                 **kwargs) -> DistillLoss:
+    """Build the distillation loss named by ``kind`` ("at", "feature", "soft" or "none").
+
+    The channel lists are used by "feature" only; ``kwargs`` go to the loss
+    (``p``, ``beta`` for "at"; ``T`` for "soft"; ``weights`` for "feature").
+    """
+    if kind == "at":
+        return DistillLoss(kind, ATLoss(**kwargs))
+    if kind == "soft":
+        return DistillLoss(kind, KDLoss(**kwargs))
+    if kind == "feature":
+        return DistillLoss(kind, FeatureMSELoss(student_channels, teacher_channels, **kwargs))
+    if kind == "none":
+        if kwargs:
+            raise TypeError(f"kd 'none' takes no options, got {sorted(kwargs)}")
+        return DistillLoss(kind, None)
+    raise ValueError(f"kd: expected one of {', '.join(KD_KINDS)}, got {kind!r}")
