@@ -4,8 +4,6 @@ import logging
 import math
 import sys
 import types
-from dataclasses import dataclass
-
 import pytest
 import torch
 import torch.nn as nn
@@ -13,6 +11,7 @@ import torch.nn.functional as F
 
 from fastnas.distill import (ATLoss, FeatureMSELoss, KDLoss, Teacher, TeacherResNet, check_teacher_matches,
                              load_teacher, make_kd_loss, save_teacher_checkpoint, train_builtin_teacher)
+from fastnas.data import Dataset, ImageData
 from fastnas.distill import teachers as teachers_module
 from fastnas.ops import _reference
 
@@ -23,24 +22,7 @@ def randn(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-# --------------------------------------------------------------------------- a Dataset-like object
-
-@dataclass
-class ImageData:
-    images: torch.Tensor
-    labels: torch.Tensor
-
-
-@dataclass
-class Dataset:
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    train: ImageData
-    test: ImageData
-    augment: bool = False
-
+# --------------------------------------------------------------------------- a tiny learnable dataset
 
 def split_dataset(train=256, test=64, size=8, name="synth"):
     """Two classes a small ResNet learns in a few steps: the bright half of an 8x8 image (top or bottom)."""
@@ -51,28 +33,7 @@ def split_dataset(train=256, test=64, size=8, name="synth"):
         bright = torch.where(labels[:, None] == 0, rows, ~rows)
         images += bright[:, None, :, None].float()
         return ImageData(images, labels)
-    return Dataset(name, 2, 1, size, make(train, 1), make(test, 2))
-
-
-def _batches(data, batch_size, *, shuffle, seed=0, epoch=0, augment=False, drop_last=False):
-    order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed + epoch))
-    order = order if shuffle else torch.arange(len(data.labels))
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        if drop_last and len(index) < batch_size:
-            return
-        yield data.images[index], data.labels[index]
-
-
-@pytest.fixture
-def data_module(monkeypatch):
-    """fastnas.data when it exists, else a stand-in with its ``batches`` interface."""
-    try:
-        import fastnas.data  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("fastnas.data")
-        stub.batches = _batches
-        monkeypatch.setitem(sys.modules, "fastnas.data", stub)
+    return Dataset(name, 2, 1, size, make(train, 1), make(test, 2), augment=False)
 
 
 # --------------------------------------------------------------------------- ATLoss
@@ -230,13 +191,13 @@ def test_check_teacher_matches():
 
 # --------------------------------------------------------------------------- built-in teacher and cache
 
-def test_builtin_teacher_learns(data_module):
+def test_builtin_teacher_learns():
     model, accuracy = train_builtin_teacher(split_dataset(), epochs=8, progress=False)
     assert isinstance(model, TeacherResNet) and not model.training
     assert accuracy >= 0.9
 
 
-def test_builtin_teacher_is_cached_atomically(data_module, monkeypatch, tmp_path, caplog):
+def test_builtin_teacher_is_cached_atomically(monkeypatch, tmp_path, caplog):
     dataset = split_dataset(train=64, test=16)
     calls = []
     train = teachers_module.train_builtin_teacher
