@@ -332,7 +332,7 @@ def test_torchvision_errors(fake_torchvision, monkeypatch, tmp_path):
         load_teacher(f"torchvision:mlp:{tmp_path / 'w.pt'}", dataset)
     with pytest.raises(ValueError, match="does not fit"):
         load_teacher(f"torchvision:tinyresnet:{tmp_path / 'w.pt'}", Dataset("ten", 10, 1, 8, dataset.train,
-                                                                            dataset.test))
+                                                                            dataset.test, False))
     monkeypatch.setitem(sys.modules, "torchvision", None)  # as if not installed
     with pytest.raises(ImportError, match="needs torchvision.*pip install torchvision"):
         load_teacher(f"torchvision:tinyresnet:{tmp_path / 'w.pt'}", dataset)
