@@ -107,10 +107,13 @@ def _kendall_tau_b(scores: torch.Tensor, target: torch.Tensor, tile: int = 256) 
     concordance = torch.zeros(scores.shape[0], dtype=torch.float64, device=scores.device)
     untied_x = torch.zeros_like(concordance)
     untied_y = torch.zeros((), dtype=torch.float64, device=scores.device)
+    def sign_of_difference(a, b):  # comparisons, not a - b, so that inf - inf is no NaN
+        return (a > b).to(torch.float64) - (a < b).to(torch.float64)
+
     for start in range(0, n, tile):
         stop = min(start + tile, n)
-        dx = torch.sign(scores[:, start:stop, None] - scores[:, None, :])
-        dy = torch.sign(target[start:stop, None] - target[None, :])
+        dx = sign_of_difference(scores[:, start:stop, None], scores[:, None, :])
+        dy = sign_of_difference(target[start:stop, None], target[None, :])
         concordance += (dx * dy).sum((1, 2))
         untied_x += (dx != 0).sum((1, 2))
         untied_y += (dy != 0).sum()
