@@ -89,6 +89,7 @@ def extensions():
 
 
 def main():
+    ext_modules = extensions()  # first: it sets CUDA_HOME, which cpp_extension reads on import
     from torch.utils.cpp_extension import BuildExtension
 
     setup(
@@ -96,7 +97,7 @@ def main():
         version=VERSION,
         description="Fused C++/CUDA core and methods for NAS with knowledge distillation",
         packages=find_packages(include=["fastnas", "fastnas.*"]),
-        ext_modules=extensions(),
+        ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension},
         python_requires=">=3.10",
         install_requires=["torch>=2.11", "numpy", "scipy", "tqdm", "matplotlib", "scikit-learn"],
