@@ -65,10 +65,3 @@ class MixedNode(nn.Module):
             else:
                 outs.append(module(inputs[edge]))
         return mixed_node(outs, alpha, self.mask, self.mode, self.temperature)
-
-    def get_extra_state(self) -> dict:
-        return {"mask": self.mask.clone()}
-
-    def set_extra_state(self, state: dict) -> None:
-        for edge, op in (~state["mask"]).nonzero().tolist():
-            self.prune(edge, op)

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..nn import MixedNode
+from ..ops._reference import mixed_node_weights  # alpha -> weights on tiny tensors: plain PyTorch is fine
 from .darts_ops import (DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN, check_primitives, make_op,
                         takes_relu_input)
 
@@ -212,6 +213,13 @@ class SuperNetwork(nn.Module):
         """Live masks [E_j, K] of every node of every cell."""
         return [[node.mask for node in cell.nodes] for cell in self.cells]
 
+    def load_masks(self, masks: list[list[torch.Tensor]]) -> None:
+        """Prunes this network to `masks` (as returned by node_masks), e.g. before loading a pruned state dict."""
+        for cell, cell_masks in zip(self.cells, masks):
+            for node, mask in zip(cell.nodes, cell_masks):
+                for edge, op in (~mask).nonzero().tolist():
+                    node.prune(edge, op)
+
     def num_live_ops(self) -> int:
         return sum(int(m.sum()) for cell in self.node_masks() for m in cell)
 
@@ -230,17 +238,30 @@ class SuperNetwork(nn.Module):
         return Genotype(normal=self._top_k_cell(normal_index, top_k),
                         reduce=self._top_k_cell(reduce_index, top_k), meta=meta)
 
-    def _weights(self, cell_index: int) -> list[torch.Tensor]:
-        from ..ops._reference import mixed_node_weights  # weights only, on tiny tensors
-
-        alpha = self.alpha_of(cell_index).detach().cpu()
-        cell = self.cells[cell_index]
+    def cell_weights(self, cell_index: int) -> list[torch.Tensor]:
+        """Operator weights [E_j, K] of each node of a cell, differentiable w.r.t. alpha, 0 where pruned."""
+        alpha = self.alpha_of(cell_index)
         weights, offset = [], 0
-        for node in cell.nodes:
+        for node in self.cells[cell_index].nodes:
             rows = node.mask.shape[0]
             weights.append(mixed_node_weights(alpha[offset: offset + rows], node.mask, node.mode, node.temperature))
             offset += rows
         return weights
+
+    def node_weights(self) -> list[torch.Tensor]:
+        """cell_weights of every cell, flattened into one list of [E_j, K] tensors."""
+        return [w for i in range(len(self.cells)) for w in self.cell_weights(i)]
+
+    @torch.no_grad()
+    def prune_below(self, eps: float) -> list[tuple[int, int, int, str]]:
+        """Prunes every live operator whose weight is below eps; returns (cell, node, edge, op name) of each."""
+        pruned = []
+        for i, cell in enumerate(self.cells):
+            for j, (node, weights) in enumerate(zip(cell.nodes, self.cell_weights(i))):
+                for edge, op in (node.mask & (weights.cpu() < eps)).nonzero().tolist():
+                    node.prune(edge, op)
+                    pruned.append((i, j, edge, self.primitives[op]))
+        return pruned
 
     def _live_cell(self, cell_index: int) -> list[list[Edge]]:
         nodes: list[list[Edge]] = []
@@ -253,7 +274,8 @@ class SuperNetwork(nn.Module):
 
     def _top_k_cell(self, cell_index: int, top_k: int) -> list[list[Edge]]:
         result = []
-        for node, weights in zip(self.cells[cell_index].nodes, self._weights(cell_index)):
+        weights_of_cell = [w.detach().cpu() for w in self.cell_weights(cell_index)]
+        for node, weights in zip(self.cells[cell_index].nodes, weights_of_cell):
             candidates = []
             for edge in range(weights.shape[0]):
                 if edge >= 2 and not result[edge - 2]:

@@ -1,0 +1,48 @@
+"""Parameter and FLOP counts, shared by every search space and command."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def count_params(module: nn.Module) -> int:
+    """Trainable and frozen parameters of `module` (pruned operators are gone, so not counted)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on a single input of `input_shape` (C, H, W).
+
+    Counts Conv2d and Linear layers, the usual convention of NAS papers ("FLOPs"
+    there are MACs); pooling, BN and activations are left out.
+    """
+    total = 0
+
+    def conv_hook(layer: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel_macs = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+        total += output.numel() // output.shape[0] * kernel_macs
+
+    def linear_hook(layer: nn.Linear, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel() // output.shape[0] * layer.in_features
+
+    handles = []
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            handles.append(layer.register_forward_hook(conv_hook))
+        elif isinstance(layer, nn.Linear):
+            handles.append(layer.register_forward_hook(linear_hook))
+    was_training = module.training
+    try:
+        module.eval()
+        parameter = next(module.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        with torch.no_grad():
+            module(torch.zeros(1, *input_shape, device=device))
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total

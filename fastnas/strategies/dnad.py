@@ -1,0 +1,256 @@
+"""DNAD: super-network progressive shrinking with distillation from a pre-trained teacher.
+
+One-level optimization on the same batch: network weights with Adam (lr 5e-4,
+betas (0.5, 0.999), weight decay 3e-4), alphas with SGD (lr 0.2, no momentum),
+gradients clipped at 5 (separately, as the authors' code does). The loss and the
+pruning schedule are those of fastnas.strategies.snps. Distillation: attention
+transfer at the three stage ends by default (`kd="at"`), or the authors'
+feature-MSE variant, soft targets, or none.
+
+Choices where the paper is silent (each a config field):
+- stop: the search ends when S falls below `stop_sparsity` (default: the
+  authors' CIFAR floor of 250 for 8 cells x 4 nodes, scaled by the number of
+  nodes), when at most `target_ops` operators are live, or after `epochs`;
+- Pareto points are scored by the super-network's accuracy on a validation
+  split held out of the training data (`val_fraction`), as the search never
+  looks at the test split;
+- the run checkpoints at the end of every epoch; a resumed run redoes the
+  interrupted epoch exactly (batches depend on (seed, epoch) only).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data import batches, load_data, num_batches, split
+from ..distill import load_teacher, make_kd_loss
+from ..distill.teachers import check_teacher_matches
+from ..evaluators import evaluate
+from ..nn.cost import count_flops, count_params
+from ..runs import RunFolder
+from ..search_spaces.darts import DiscreteNetwork, Genotype, SuperNetwork
+from ..search_spaces.darts_ops import check_primitives
+from .snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
+
+AUTHORS_CIFAR_OPS = ("sep_conv_3x3", "skip_connect", "dil_conv_5x5")
+# The authors stop CIFAR searches at S < 250 with 8 cells of 4 nodes.
+STOP_SPARSITY_PER_NODE = 250 / 32
+
+
+@dataclass
+class DNADConfig:
+    data: str = "digits"
+    teacher: str = "builtin"
+    kd: str = "at"                 # at | feature | soft | none
+    kd_rate: float = 1.0
+    at_beta: float = 1000.0
+    ops: tuple[str, ...] = AUTHORS_CIFAR_OPS
+    C: int = 16
+    layers: int = 8
+    nodes: int = 4
+    alpha_init: float = 2.0
+    batch_size: int = 64
+    epochs: int = 60
+    warm_up: int = 0               # epochs of plain CE + KD before shrinking (ImageNet: 5)
+    lr: float = 5e-4
+    weight_decay: float = 3e-4
+    arch_lr: float = 0.2
+    grad_clip: float = 5.0
+    val_fraction: float = 0.2
+    stop_sparsity: float | None = None
+    target_ops: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    snps: SNPSConfig = field(default_factory=SNPSConfig)
+
+    def __post_init__(self):
+        self.ops = check_primitives(list(self.ops))
+        if isinstance(self.snps, dict):
+            self.snps = SNPSConfig(**self.snps)
+        for name in ("C", "layers", "nodes", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction: expected 0 < val_fraction < 1, got {self.val_fraction}")
+        if self.kd_rate < 0:
+            raise ValueError(f"kd_rate: expected >= 0, got {self.kd_rate}")
+        if self.stop_sparsity is None:
+            self.stop_sparsity = STOP_SPARSITY_PER_NODE * self.layers * self.nodes
+
+
+def _keep_live_params(optimizer: torch.optim.Optimizer, live: set[int]) -> None:
+    """Drops the parameters of pruned operators (and their optimizer state) from `optimizer`."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if id(p) not in live:
+                optimizer.state.pop(p, None)
+        group["params"] = [p for p in group["params"] if id(p) in live]
+
+
+class DNADSearch:
+    """A DNAD search writing into a RunFolder; `run()` executes it (resuming if the folder has a checkpoint)."""
+
+    def __init__(self, config: DNADConfig, run: RunFolder, progress: bool = True,
+                 log: Callable[[str], None] = print):
+        self.config, self.run_folder, self.progress, self.log = config, run, progress, log
+        c = config
+        torch.manual_seed(c.seed)
+        self.device = torch.device(c.device)
+        self.dataset = load_data(c.data)
+        self.train_data, self.val_data = split(self.dataset.train, 1 - c.val_fraction, seed=c.seed)
+        self.input_shape = (self.dataset.in_channels, self.dataset.image_size, self.dataset.image_size)
+        self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
+                                mode="relu_norm", alpha_per_cell=True, alpha_init=c.alpha_init).to(self.device)
+        self.teacher = None
+        teacher_channels: list[int] = []
+        if c.kd != "none":
+            self.teacher = load_teacher(c.teacher, self.dataset, device=self.device, progress=progress)
+            student_shapes = [tuple(f.shape[1:]) for f in self._probe_features()]
+            check_teacher_matches(self.teacher, student_shapes)
+            teacher_channels = self.teacher.stage_channels
+        kd_options = {"beta": c.at_beta} if c.kd == "at" else {}
+        self.kd_loss = make_kd_loss(c.kd, self.net.stage_channels, teacher_channels, **kd_options).to(self.device)
+        self.shrinking = ProgressiveShrinking(c.snps)
+        self.optimizer = torch.optim.Adam(self.net.weight_parameters() + list(self.kd_loss.parameters()), c.lr,
+                                          betas=(0.5, 0.999), weight_decay=c.weight_decay)
+        self.arch_optimizer = torch.optim.SGD(self.net.arch_parameters(), c.arch_lr, momentum=0.0)
+        self.epoch, self.step = 0, 0
+        self.pareto: list[dict] = []
+        self.finished = False
+
+    def _probe_features(self) -> list[torch.Tensor]:
+        self.net.eval()
+        with torch.no_grad():
+            features = self.net(torch.zeros(2, *self.input_shape, device=self.device))[1]
+        self.net.train()
+        return features
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict:
+        return {"net": self.net.state_dict(), "masks": [[m.clone() for m in cell] for cell in self.net.node_masks()],
+                "kd_loss": self.kd_loss.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "arch_optimizer": self.arch_optimizer.state_dict(), "shrinking": self.shrinking.state_dict(),
+                "epoch": self.epoch, "step": self.step, "pareto": self.pareto, "finished": self.finished,
+                "rng": torch.get_rng_state(), "config": asdict(self.config)}
+
+    def _restore(self, state: dict) -> None:
+        self.net.load_masks(state["masks"])
+        self.net.load_state_dict(state["net"])
+        self.kd_loss.load_state_dict(state["kd_loss"])
+        live = {id(p) for p in self.net.weight_parameters()} | {id(p) for p in self.kd_loss.parameters()}
+        _keep_live_params(self.optimizer, live)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.shrinking.load_state_dict(state["shrinking"])
+        self.epoch, self.step, self.pareto = state["epoch"], state["step"], state["pareto"]
+        self.finished = state["finished"]
+        torch.set_rng_state(state["rng"])
+        self.run_folder.truncate_metrics(self.step)
+
+    # ------------------------------------------------------------------ the search
+
+    def _costs(self, genotype: Genotype) -> dict:
+        net = DiscreteNetwork(genotype, self.config.C, self.dataset.num_classes, in_channels=self.dataset.in_channels)
+        return {"params": count_params(net), "flops": count_flops(net, self.input_shape)}
+
+    def _save_point(self, kind: str) -> dict:
+        genotype = self.net.genotype(top_k=None)
+        genotype.meta.update(data=self.config.data, step=self.step)
+        name = f"genotypes/{kind}_{len(self.pareto):03d}.json" if kind == "pareto" else "genotype.json"
+        (self.run_folder.path / "genotypes").mkdir(exist_ok=True)
+        genotype.save(self.run_folder.path / name)
+        val_accuracy, _ = evaluate(self.net, self.val_data, device=self.device)
+        point = {"kind": kind, "step": self.step, "epoch": self.epoch, "live_ops": self.net.num_live_ops(),
+                 "val_accuracy": val_accuracy, "genotype": name, **self._costs(genotype)}
+        self.pareto.append(point)
+        self.log(f"{kind} architecture at step {self.step}: {point['live_ops']} live ops, "
+                 f"{point['params']:,} params, {point['flops']:,} FLOPs, val acc {val_accuracy:.3f}")
+        return point
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, warm_up: bool) -> dict:
+        c = self.config
+        logits, features = self.net(images)
+        ce = F.cross_entropy(logits, labels)
+        kd = torch.zeros((), device=self.device)
+        if self.teacher is not None:
+            teacher_logits, teacher_features = self.teacher(images)
+            kd = self.kd_loss(logits, features, teacher_logits, teacher_features)
+        sparsity = sparsity_entropy(self.net.node_weights(), c.snps.scale)
+        loss = self.shrinking.loss(ce + c.kd_rate * kd, sparsity, warm_up)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.weight_parameters(), c.grad_clip)
+        nn.utils.clip_grad_norm_(self.net.arch_parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.arch_optimizer.step()
+        return {"ce": ce.item(), "kd": kd.item(), "sparsity": sparsity.item(), "loss": loss.item(),
+                "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+    def _prune(self) -> tuple[int, bool]:
+        pruned = self.net.prune_below(self.config.snps.eps)
+        if pruned:
+            live = {id(p) for p in self.net.weight_parameters()} | {id(p) for p in self.kd_loss.parameters()}
+            _keep_live_params(self.optimizer, live)
+        return len(pruned), self.shrinking.step(len(pruned))
+
+    def _should_stop(self, sparsity: float) -> bool:
+        c = self.config
+        return sparsity < c.stop_sparsity or (c.target_ops is not None and self.net.num_live_ops() <= c.target_ops)
+
+    def run(self, stop_after_epochs: int | None = None) -> list[dict]:
+        """Runs (or resumes) the search; returns the Pareto set. `stop_after_epochs` simulates an interruption."""
+        c = self.config
+        if self.run_folder.checkpoint_path.exists():
+            self._restore(self.run_folder.load_checkpoint())
+            self.log(f"resumed at epoch {self.epoch}, step {self.step}")
+        else:
+            self.run_folder.write_config(asdict(c))
+        steps_per_epoch = num_batches(self.train_data, c.batch_size, drop_last=True)
+        bar = tqdm(total=c.epochs * steps_per_epoch, initial=self.step, desc="dnad", unit="step",
+                   disable=not self.progress)
+        params = count_params(self.net)
+        epochs_run = 0
+        while not self.finished and self.epoch < c.epochs:
+            if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+                break
+            started = time.time()
+            warm_up = self.epoch < c.warm_up
+            for images, labels in batches(self.train_data, c.batch_size, shuffle=True, seed=c.seed, epoch=self.epoch,
+                                          augment=self.dataset.augment, drop_last=True):
+                metrics = self._train_step(images.to(self.device), labels.to(self.device), warm_up)
+                self.step += 1
+                n_pruned, pareto = (0, False) if warm_up else self._prune()
+                if n_pruned:
+                    params = count_params(self.net)
+                self.run_folder.log({"step": self.step, "epoch": self.epoch, **metrics, "pruned": n_pruned,
+                                     "live_ops": self.net.num_live_ops(), "params": params,
+                                     "gamma": self.shrinking.gamma, "mu": self.shrinking.mu,
+                                     "n_max": self.shrinking.n_max})
+                bar.update(1)
+                bar.set_postfix(ops=self.net.num_live_ops(), S=f"{metrics['sparsity']:.0f}",
+                                gamma=f"{self.shrinking.gamma:.1e}", acc=f"{metrics['accuracy']:.2f}")
+                if pareto:
+                    self._save_point("pareto")
+                if not warm_up and self._should_stop(metrics["sparsity"]):
+                    self.finished = True
+                    break
+            self.epoch += 1
+            epochs_run += 1
+            if self.finished or self.epoch == c.epochs:
+                self.finished = True
+                self._save_point("final")
+            self.run_folder.save_checkpoint(self._state())
+            self.log(f"epoch {self.epoch}: {self.net.num_live_ops()} live ops, {time.time() - started:.1f}s")
+        bar.close()
+        if self.finished:
+            self.run_folder.write_json("pareto.json", self.pareto)
+        return self.pareto
