@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -38,22 +39,153 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from . import ops
+def _dnad_config(args: argparse.Namespace):
+    from .strategies import DNADConfig
 
-    print(f"fastnas build: {ops.build_info()}")
-    print("Each fused op against its eager PyTorch baseline on this machine "
-          "(the search methods arrive in later releases):")
-    return _bench(argparse.Namespace(device="cpu", quick=True, compile=False, json=None, quiet=args.quiet))
+    snps = {name: getattr(args, name) for name in SNPS_FLAGS if getattr(args, name) is not None}
+    return DNADConfig(data=args.data, teacher=args.teacher, kd=args.kd, kd_rate=args.kd_rate, at_beta=args.at_beta,
+                      ops=tuple(args.ops.split(",")), C=args.C, layers=args.layers, nodes=args.nodes,
+                      batch_size=args.batch_size, epochs=args.epochs, warm_up=args.warm_up, lr=args.lr,
+                      arch_lr=args.arch_lr, stop_sparsity=args.stop_sparsity, target_ops=args.target_ops,
+                      seed=args.seed, device=args.device, snps=snps)
+
+
+def _write_dnad_results(run, search) -> None:
+    from .plots import plot_cells, plot_pareto_front, plot_search_curves
+    from .search_spaces import Genotype
+
+    plot_search_curves(run.metrics(), run.path / "search.png")
+    plot_pareto_front(search.pareto, run.path / "pareto.png")
+    plot_cells(Genotype.load(run.path / "genotype.json"), run.path / "cells.png")
+
+
+def _print_pareto(points: list[dict]) -> None:
+    print(f"{'kind':<7} {'step':>6} {'live ops':>8} {'params':>10} {'FLOPs':>12} {'val acc':>8}  genotype")
+    for p in points:
+        print(f"{p['kind']:<7} {p['step']:>6} {p['live_ops']:>8} {p['params']:>10,} {p['flops']:>12,} "
+              f"{p['val_accuracy']:>8.3f}  {p['genotype']}")
+
+
+def _dnad(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .runs import RunFolder
+    from .strategies import DNADSearch
+
+    config = _dnad_config(args)
+    run = RunFolder(args.out, resume=args.resume)
+    log = (lambda _: None) if args.quiet else tqdm.write
+    search = DNADSearch(config, run, progress=not args.quiet, log=log)
+    search.run()
+    _write_dnad_results(run, search)
+    print(f"DNAD search done: {run.path} (pareto.json, genotypes/, metrics.jsonl, search.png, pareto.png, "
+          "cells.png)")
+    _print_pareto(search.pareto)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .data import load_data
+    from .distill import load_teacher
+    from .evaluators import TrainConfig, train_network
+    from .nn.cost import count_flops, count_params
+    from .runs import RunFolder
+    from .search_spaces import DiscreteNetwork, Genotype
+
+    genotype = Genotype.load(args.genotype)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kd=args.kd,
+                         kd_rate=args.kd_rate, seed=args.seed)
+    dataset = load_data(args.data)
+    torch.manual_seed(args.seed)
+    C = args.C or genotype.meta.get("C", 16)
+    model = DiscreteNetwork(genotype, C, dataset.num_classes, layers=args.layers, in_channels=dataset.in_channels)
+    input_shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
+    params, flops = count_params(model), count_flops(model, input_shape)
+    teacher = None if args.kd == "none" else load_teacher(args.teacher, dataset, args.device, progress=not args.quiet)
+    run = RunFolder(args.out, resume=args.resume) if args.out else None
+    if run is not None and not args.resume:
+        run.write_config({**vars(args), "func": None, "params": params, "flops": flops})
+    result = train_network(model, dataset, config, teacher, args.device, run, progress=not args.quiet)
+    result.update(params=params, flops=flops, genotype=str(args.genotype), data=args.data, kd=args.kd)
+    if run is not None:
+        run.write_json("result.json", result)
+    print(f"test accuracy {100 * result['test_accuracy']:.2f}% | {params:,} params | {flops:,} FLOPs | "
+          f"{result['seconds']:.0f}s training")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """DNAD on the embedded digits data with the defaults; prints the Pareto set."""
+    parser = build_parser()
+    argv = ["dnad", "--data", "digits", "--out", args.out] + (["--quiet"] if args.quiet else [])
+    if (Path(args.out) / "checkpoint.pt").exists():
+        argv.append("--resume")
+    return _dnad(parser.parse_args(argv))
+
+
+SNPS_FLAGS = ("gamma", "gamma_max", "mu", "n_max", "tau", "phi", "k", "rho", "xi", "tqu_max", "eps")
+SNPS_DEFAULT_HELP = {"gamma": "1e-3 on digits/synthetic, else 1e-4", "gamma_max": 0.1, "mu": 0.1, "n_max": 0.005,
+                     "tau": 0.9, "phi": 1.01, "k": 0.99, "rho": 1.5, "xi": 1.0,
+                     "tqu_max": "20 on digits/synthetic, else 50", "eps": 0.01}
+
+
+def _add_common(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
+    parser.add_argument("--data", default="digits",
+                        help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | synthetic[:N]")
+    parser.add_argument("--out", required=out_required, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the main job on the embedded default data")
+    demo = sub.add_parser("demo", help="DNAD search on the embedded digits data (the main job)")
+    demo.add_argument("--out", default="runs/demo-dnad", help="run folder (resumed if it holds a checkpoint)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
+
+    dnad = sub.add_parser("dnad", help="DNAD: progressive shrinking with distillation from a teacher",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(dnad)
+    dnad.add_argument("--teacher", default="builtin",
+                      help="builtin | checkpoint:PATH | torchscript:PATH | torchvision:NAME:WEIGHTS.pt")
+    dnad.add_argument("--kd", choices=["at", "feature", "soft", "none"], default="at")
+    dnad.add_argument("--kd-rate", type=float, default=1.0)
+    dnad.add_argument("--at-beta", type=float, default=1000.0, help="AT loss scale (beta/2 * sum of pair losses)")
+    dnad.add_argument("--ops", default="sep_conv_3x3,skip_connect,dil_conv_5x5", help="candidate operations")
+    dnad.add_argument("--C", type=int, default=16)
+    dnad.add_argument("--layers", type=int, default=8)
+    dnad.add_argument("--nodes", type=int, default=4)
+    dnad.add_argument("--batch-size", type=int, default=64)
+    dnad.add_argument("--epochs", type=int, default=40, help="upper bound; the search stops earlier on its floor")
+    dnad.add_argument("--warm-up", type=int, default=0, help="epochs without shrinking (ImageNet: 5)")
+    dnad.add_argument("--lr", type=float, default=5e-4)
+    dnad.add_argument("--arch-lr", type=float, default=0.2)
+    dnad.add_argument("--stop-sparsity", type=float, default=None,
+                      help="stop when S falls below this (default 250 per 32 nodes, the authors' CIFAR floor)")
+    dnad.add_argument("--target-ops", type=int, default=None, help="stop when at most this many operators live")
+    for name in SNPS_FLAGS:
+        dnad.add_argument(f"--{name.replace('_', '-')}", type=int if name == "tqu_max" else float, default=None,
+                          help=f"SNPS {name} (default: {SNPS_DEFAULT_HELP[name]})")
+    dnad.set_defaults(run=_dnad)
+
+    train = sub.add_parser("train", help="retrain a genotype from scratch and report test accuracy",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(train, out_required=False)
+    train.add_argument("--genotype", required=True, help="genotype JSON written by a search")
+    train.add_argument("--teacher", default="builtin")
+    train.add_argument("--kd", choices=["at", "feature", "soft", "none"], default="none")
+    train.add_argument("--kd-rate", type=float, default=1.0)
+    train.add_argument("--C", type=int, default=None, help="initial channels (default: the search's)")
+    train.add_argument("--layers", type=int, default=None, help="cells (DARTS genotypes only)")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.set_defaults(run=_train)
 
     bench = sub.add_parser("bench", help="time the fused ops against eager PyTorch and torch.compile")
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,81 @@
+"""PNG plots of a run: search curves, Pareto front, cell graphs (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .search_spaces.darts import Genotype  # noqa: E402
+
+
+def plot_search_curves(metrics: list[dict], path: Path) -> None:
+    """Live operators and the sparsity-entropy S against the step."""
+    steps = [m["step"] for m in metrics]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(steps, [m["live_ops"] for m in metrics], color="tab:blue")
+    left.set(xlabel="step", ylabel="live operators", title="super-network size")
+    right.plot(steps, [m["sparsity"] for m in metrics], color="tab:red")
+    right.set(xlabel="step", ylabel="S = sum log(1 + 50 w)", title="sparsity entropy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_pareto_front(points: list[dict], path: Path) -> None:
+    """Validation error against params and against FLOPs, one marker per saved architecture."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "flops", "FLOPs (MACs)")):
+        for kind, marker in (("pareto", "o"), ("final", "*")):
+            chosen = [p for p in points if p["kind"] == kind]
+            ax.scatter([p[key] for p in chosen], [100 * (1 - p["val_accuracy"]) for p in chosen], marker=marker,
+                       s=60 if kind == "final" else 30, label=kind)
+        ax.set(xlabel=label, ylabel="validation error (%)", xscale="log")
+        ax.legend()
+    fig.suptitle("architectures saved during the search")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _draw_cell(ax, nodes: list, title: str) -> None:
+    """One cell: inputs c_{k-2}, c_{k-1} on the left, nodes in a column, op names on the edges."""
+    positions = {0: (0.0, 1.0), 1: (0.0, 0.0)}
+    for j in range(len(nodes)):
+        positions[2 + j] = (1.0 + j, 0.5 + 0.35 * (-1) ** j)
+    for j, node in enumerate(nodes):
+        x1, y1 = positions[2 + j]
+        for op, source in node:
+            x0, y0 = positions[source]
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", lw=0.8, alpha=0.6))
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, op.replace("_conv", "").replace("_connect", ""), fontsize=5,
+                    ha="center", va="center", bbox=dict(boxstyle="round,pad=0.1", fc="white", lw=0, alpha=0.8))
+    for index, (x, y) in positions.items():
+        empty = index >= 2 and not nodes[index - 2]
+        label = {0: "k-2", 1: "k-1"}.get(index, str(index - 2))
+        ax.scatter([x], [y], s=220, color="lightgrey" if empty else ("tab:green" if index < 2 else "tab:blue"))
+        ax.text(x, y, label, fontsize=6, ha="center", va="center", color="white")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_cells(genotype: Genotype, path: Path) -> None:
+    """Every cell of a genotype (DNAD: one per cell; DARTS: the normal and the reduction cell)."""
+    if genotype.cells is not None:
+        cells = [(f"cell {i}", nodes) for i, nodes in enumerate(genotype.cells)]
+    else:
+        cells = [("normal", genotype.normal), ("reduce", genotype.reduce)]
+    columns = min(4, len(cells))
+    rows = math.ceil(len(cells) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, nodes) in zip(axes.flat, cells):
+        _draw_cell(ax, nodes, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=140)
+    plt.close(fig)
