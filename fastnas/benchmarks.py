@@ -166,9 +166,10 @@ def _make_rank_corr(case: Case):
 
 # ------------------------------------------------------------------ foreach_reduce
 
-# Per-layer tensors of a small CNN: conv weights, biases and activations.
-_LAYER_SHAPES = [(16, 3, 3, 3), (16,), (32, 16, 3, 3), (32,), (64, 32, 3, 3), (64,),
-                 (8, 16, 16, 16), (8, 32, 8, 8), (64, 64, 1, 1), (10, 64)]
+# Per-layer weights (or their gradients) of a NAS-Bench-201-size network, C = 16/32/64:
+# what instinct proxies reduce, one value per layer.
+_LAYER_SHAPES = [(16, 16, 3, 3), (16,), (16, 16, 1, 1), (32, 32, 3, 3), (32,), (32, 32, 1, 1),
+                 (64, 64, 3, 3), (64,), (64, 64, 1, 1), (10, 64)]
 
 
 def _make_foreach_reduce(case: Case):
@@ -242,7 +243,7 @@ def grid(devices: list[str], quick: bool = False) -> list[Case]:
             cases.append(Case("rank_corr", f"P{rows} N50 {method}", torch.float64, device, _make_rank_corr,
                               dict(rows=rows, n=50, method=method)))
         for transform, reduction in [("abs", "sum")] if quick else [("abs", "sum"), ("log_abs", "mean")]:
-            cases.append(Case("foreach_reduce", f"100 layers {transform}/{reduction}", torch.float32, device,
+            cases.append(Case("foreach_reduce", f"100 NB201 weights {transform}/{reduction}", torch.float32, device,
                               _make_foreach_reduce, dict(tensors=100, transform=transform, reduction=reduction)))
     return cases
 

@@ -124,7 +124,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 SNPS_FLAGS = ("gamma", "gamma_max", "mu", "n_max", "tau", "phi", "k", "rho", "xi", "tqu_max", "eps")
-SNPS_DEFAULT_HELP = {"gamma": "1e-3 on digits/synthetic, else 1e-4", "gamma_max": 0.1, "mu": 0.1, "n_max": 0.005,
+SNPS_DEFAULT_HELP = {"gamma": "1e-2 on digits/synthetic, else 1e-4", "gamma_max": 0.1, "mu": 0.1, "n_max": 0.005,
                      "tau": 0.9, "phi": 1.01, "k": 0.99, "rho": 1.5, "xi": 1.0,
                      "tqu_max": "20 on digits/synthetic, else 50", "eps": 0.01}
 

@@ -68,6 +68,17 @@ inline MixedNodePlan check_mixed_node_inputs(at::TensorList outs, const at::Tens
   return plan;
 }
 
+// mixed_node_backward: the forward's checks plus the incoming gradient's.
+inline MixedNodePlan check_mixed_node_backward_inputs(const at::Tensor& grad, at::TensorList outs,
+                                                      const at::Tensor& alpha, const at::Tensor& mask,
+                                                      c10::string_view mode, double temperature, bool allow_half) {
+  auto plan = check_mixed_node_inputs(outs, alpha, mask, mode, temperature, allow_half);
+  check_same_shape(grad, "grad", outs[0], "outs[0]");
+  check_same_dtype(grad, "grad", outs[0], "outs[0]");
+  check_same_device(grad, "grad", outs[0], "outs[0]");
+  return plan;
+}
+
 // Weights w[i] of the L live operators from their alpha values, as in
 // fastnas/ops/_reference.py::mixed_node_weights. Live entries of one edge are
 // contiguous (row-major order), so softmax works on runs of equal `edge`.

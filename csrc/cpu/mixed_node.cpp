@@ -67,10 +67,8 @@ at::Tensor mixed_node_cpu(at::TensorList outs, const at::Tensor& alpha, const at
 std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cpu(
     const at::Tensor& grad, at::TensorList outs, const at::Tensor& alpha, const at::Tensor& mask,
     c10::string_view mode, double temperature) {
-  const auto plan = check_mixed_node_inputs(outs, alpha, mask, mode, temperature, /*allow_half=*/false);
-  check_same_shape(grad, "grad", outs[0], "outs[0]");
-  check_same_dtype(grad, "grad", outs[0], "outs[0]");
-  check_same_device(grad, "grad", outs[0], "outs[0]");
+  const auto plan =
+      check_mixed_node_backward_inputs(grad, outs, alpha, mask, mode, temperature, /*allow_half=*/false);
   const auto alpha_live = live_alpha_values(alpha, plan);
   const auto w = weights_of(alpha_live, plan);
   const auto inputs = contiguous_all(outs);

@@ -163,10 +163,8 @@ at::Tensor mixed_node_cuda(at::TensorList outs, const at::Tensor& alpha, const a
 std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cuda(
     const at::Tensor& grad, at::TensorList outs, const at::Tensor& alpha, const at::Tensor& mask,
     c10::string_view mode, double temperature) {
-  const auto plan = check_mixed_node_inputs(outs, alpha, mask, mode, temperature, /*allow_half=*/true);
-  check_same_shape(grad, "grad", outs[0], "outs[0]");
-  check_same_dtype(grad, "grad", outs[0], "outs[0]");
-  check_same_device(grad, "grad", outs[0], "outs[0]");
+  const auto plan =
+      check_mixed_node_backward_inputs(grad, outs, alpha, mask, mode, temperature, /*allow_half=*/true);
   const at::cuda::OptionalCUDAGuard guard(alpha.device());
   const auto inputs = contiguous_all(outs);
   const auto grad_c = grad.contiguous();

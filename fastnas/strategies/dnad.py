@@ -48,11 +48,11 @@ def snps_preset(data: str) -> SNPSConfig:
     """The authors' CIFAR coefficients; on the small embedded/synthetic data a faster start.
 
     Our choice: digits has 16 steps per epoch (CIFAR: 390), so gamma starts at
-    1e-3 instead of 1e-4 (reaching gamma_max in ~460 steps, not ~700) and a
+    1e-2 instead of 1e-4 (reaching gamma_max in ~230 steps, not ~700) and a
     Pareto point needs 20 steps at gamma_max instead of 50.
     """
     if data == "digits" or data.startswith("synthetic"):
-        return SNPSConfig(gamma=1e-3, tqu_max=20)
+        return SNPSConfig(gamma=1e-2, tqu_max=20)
     return SNPSConfig()
 
 

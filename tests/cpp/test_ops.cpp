@@ -57,10 +57,25 @@ void test_mixed_node() {
                "mixed_node rejects an unknown mode");
 }
 
+void test_rank_corr() {
+  const auto rank_corr = op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view)>("fastnas::rank_corr");
+  // target 1..4; row 0 identical order (tau = rho = 1), row 1 one swap of the first two:
+  // Kendall (5 concordant - 1 discordant) / 6 = 2/3, Spearman 1 - 6 * 2 / (4 * 15) = 0.8.
+  auto target = at::tensor({1.0, 2.0, 3.0, 4.0}, at::kDouble);
+  auto scores = at::tensor({10.0, 20.0, 30.0, 40.0, 2.0, 1.0, 3.0, 4.0}, at::kDouble).view({2, 4});
+  auto kendall = rank_corr.call(scores, target, "kendall");
+  auto spearman = rank_corr.call(scores, target, "spearman");
+  expect(at::allclose(kendall, at::tensor({1.0, 2.0 / 3.0}, at::kDouble)), "rank_corr kendall hand-computed");
+  expect(at::allclose(spearman, at::tensor({1.0, 0.8}, at::kDouble)), "rank_corr spearman hand-computed");
+  expect_error([&] { rank_corr.call(scores, target, "pearson"); }, "method: expected one of",
+               "rank_corr rejects an unknown method");
+}
+
 }  // namespace
 
 int main() {
   test_mixed_node();
+  test_rank_corr();
   std::cout << (failures ? "FAILED: " : "all passed: ") << failures << " failure(s)\n";
   return failures ? 1 : 0;
 }
