@@ -124,7 +124,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 SNPS_FLAGS = ("gamma", "gamma_max", "mu", "n_max", "tau", "phi", "k", "rho", "xi", "tqu_max", "eps")
-SNPS_DEFAULT_HELP = {"gamma": "1e-2 on digits/synthetic, else 1e-4", "gamma_max": 0.1, "mu": 0.1, "n_max": 0.005,
+SNPS_DEFAULT_HELP = {"gamma": "1e-2 on digits/synthetic, else 1e-4", "gamma_max": 0.1, "mu": 0.1,
+                     "n_max": "0.5 on digits/synthetic, else 0.005",
                      "tau": 0.9, "phi": 1.01, "k": 0.99, "rho": 1.5, "xi": 1.0,
                      "tqu_max": "20 on digits/synthetic, else 50", "eps": 0.01}
 
@@ -160,11 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     dnad.add_argument("--C", type=int, default=16)
     dnad.add_argument("--layers", type=int, default=8)
     dnad.add_argument("--nodes", type=int, default=4)
-    dnad.add_argument("--batch-size", type=int, default=64)
+    dnad.add_argument("--batch-size", type=int, default=None, help="default 64; 32 on digits/synthetic")
     dnad.add_argument("--epochs", type=int, default=40, help="upper bound; the search stops earlier on its floor")
     dnad.add_argument("--warm-up", type=int, default=0, help="epochs without shrinking (ImageNet: 5)")
     dnad.add_argument("--lr", type=float, default=5e-4)
-    dnad.add_argument("--arch-lr", type=float, default=0.2)
+    dnad.add_argument("--arch-lr", type=float, default=None, help="alpha SGD lr; default 0.2, 1.0 on digits/synthetic")
     dnad.add_argument("--stop-sparsity", type=float, default=None,
                       help="stop when S falls below this (default 250 per 32 nodes, the authors' CIFAR floor)")
     dnad.add_argument("--target-ops", type=int, default=None, help="stop when at most this many operators live")
