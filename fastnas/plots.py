@@ -49,11 +49,14 @@ def _draw_cell(ax, nodes: list, title: str) -> None:
         positions[2 + j] = (1.0 + j, 0.5 + 0.35 * (-1) ** j)
     for j, node in enumerate(nodes):
         x1, y1 = positions[2 + j]
-        for op, source in node:
+        by_source: dict[int, list[str]] = {}
+        for op, source in node:  # parallel operations on one edge share one arrow and one label
+            by_source.setdefault(source, []).append(op.replace("_conv", "").replace("_connect", ""))
+        for source, ops in by_source.items():
             x0, y0 = positions[source]
             ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", lw=0.8, alpha=0.6))
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2, op.replace("_conv", "").replace("_connect", ""), fontsize=5,
-                    ha="center", va="center", bbox=dict(boxstyle="round,pad=0.1", fc="white", lw=0, alpha=0.8))
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, "+".join(ops), fontsize=5, ha="center", va="center",
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", lw=0, alpha=0.8))
     for index, (x, y) in positions.items():
         empty = index >= 2 and not nodes[index - 2]
         label = {0: "k-2", 1: "k-1"}.get(index, str(index - 2))
