@@ -23,8 +23,7 @@ namespace {
 constexpr int64_t kChunk = 32768;
 // Independent partial sums per segment: breaks the dependency chain of the
 // additions (and lets the compiler vectorize them) in a fixed summation order.
-constexpr int kLanes = 16;
-constexpr int64_t kLaneBlock = 1024;
+constexpr int kLanes = 8;
 
 struct Segment {
   int64_t tensor;
@@ -94,27 +93,20 @@ void with_options(const ForeachReducePlan& plan, const F& f) {
 }
 
 // Sum over the segment of reduction_term(transform(x)): the transform in the
-// input precision (as torch computes it). Sums run in kLanes independent lanes
-// of the input precision over blocks of kLaneBlock elements (so they vectorize;
-// a block is short enough to keep float32 rounding at the level of torch.sum),
-// and the block totals are added in double, always in the same order.
+// input precision (as torch computes it), the sum in double.
 template <ForeachTransform transform, ForeachReduction reduction, typename scalar_t>
 double segment_total(const scalar_t* x, int64_t n) {
-  auto term = [](scalar_t v) { return foreach_reduction_term(foreach_transform_value(v, transform), reduction); };
-  double total = 0;
+  auto term = [](scalar_t v) {
+    return foreach_reduction_term(static_cast<double>(foreach_transform_value(v, transform)), reduction);
+  };
+  double lanes[kLanes] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n;) {
-    const int64_t block_end = std::min(n, i + kLaneBlock) / kLanes * kLanes;
-    scalar_t lanes[kLanes] = {};
-    for (; i < block_end; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) lanes[l] += term(x[i + l]);
-    }
-    double block = 0;
-    for (int l = 0; l < kLanes; ++l) block += lanes[l];
-    total += block;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] += term(x[i + l]);
   }
-  for (; i < n; ++i) total += term(x[i]);
-  return total;
+  double tail = 0;
+  for (; i < n; ++i) tail += term(x[i]);
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
 }
 
 // Transforms that call libm per element (or branch on the sign: relu, which the
