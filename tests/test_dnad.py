@@ -32,6 +32,7 @@ def test_search_shrinks_and_saves_pareto_points(tmp_path):
     search, pareto = run_search(tmp_path / "run", tiny_config())
     metrics = RunFolder(tmp_path / "run", resume=True).metrics()
     assert metrics[0]["live_ops"] > metrics[-1]["live_ops"]  # dense to sparse
+    assert metrics[0]["params"] > metrics[-1]["params"] and metrics[0]["flops"] > metrics[-1]["flops"]
     assert len(metrics) == search.step
     assert pareto[-1]["kind"] == "final" and any(p["kind"] == "pareto" for p in pareto)
     saved = json.loads((tmp_path / "run" / "pareto.json").read_text())

@@ -239,7 +239,7 @@ class DNADSearch:
         steps_per_epoch = num_batches(self.train_data, c.batch_size, drop_last=True)
         bar = tqdm(total=c.epochs * steps_per_epoch, initial=self.step, desc="dnad", unit="step",
                    disable=not self.progress)
-        params = count_params(self.net)
+        params, flops = count_params(self.net), count_flops(self.net, self.input_shape)
         epochs_run = 0
         while not self.finished and self.epoch < c.epochs:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
@@ -252,9 +252,9 @@ class DNADSearch:
                 self.step += 1
                 n_pruned, pareto = (0, False) if warm_up else self._prune()
                 if n_pruned:
-                    params = count_params(self.net)
+                    params, flops = count_params(self.net), count_flops(self.net, self.input_shape)
                 self.run_folder.log({"step": self.step, "epoch": self.epoch, **metrics, "pruned": n_pruned,
-                                     "live_ops": self.net.num_live_ops(), "params": params,
+                                     "live_ops": self.net.num_live_ops(), "params": params, "flops": flops,
                                      "gamma": self.shrinking.gamma, "mu": self.shrinking.mu,
                                      "n_max": self.shrinking.n_max})
                 bar.update(1)
