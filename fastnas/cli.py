@@ -104,7 +104,8 @@ def _train(args: argparse.Namespace) -> int:
     teacher = None if args.kd == "none" else load_teacher(args.teacher, dataset, args.device, progress=not args.quiet)
     run = RunFolder(args.out, resume=args.resume) if args.out else None
     if run is not None and not args.resume:
-        run.write_config({**vars(args), "func": None, "params": params, "flops": flops})
+        settings = {key: value for key, value in vars(args).items() if key != "run"}
+        run.write_config({**settings, "params": params, "flops": flops})
     result = train_network(model, dataset, config, teacher, args.device, run, progress=not args.quiet)
     result.update(params=params, flops=flops, genotype=str(args.genotype), data=args.data, kd=args.kd)
     if run is not None:
