@@ -6,6 +6,7 @@
 
 #include <array>
 #include <string>
+#include <vector>
 
 #if defined(__CUDACC__)
 #define FASTNAS_HOST_DEVICE __host__ __device__ __forceinline__
@@ -55,6 +56,15 @@ Enum parse_option(c10::string_view value, const char* arg, const std::array<cons
   std::string valid;
   for (size_t i = 0; i < N; ++i) valid += std::string(i ? ", " : "") + names[i];
   TORCH_CHECK(false, arg, ": expected one of ", valid, ", got '", std::string(value), "'");
+}
+
+// Contiguous versions of a list of inputs (copies only the non-contiguous ones),
+// so that the kernels can index them flat.
+inline std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
+  std::vector<at::Tensor> result;
+  result.reserve(tensors.size());
+  for (const auto& t : tensors) result.push_back(t.contiguous());
+  return result;
 }
 
 inline std::string indexed(const char* name, size_t i) {

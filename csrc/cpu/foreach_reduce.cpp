@@ -145,13 +145,6 @@ double segment_value(const scalar_t* x, int64_t n) {
   return segment_total<transform, reduction>(x, n);
 }
 
-std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
-  std::vector<at::Tensor> result;
-  result.reserve(tensors.size());
-  for (const auto& t : tensors) result.push_back(t.contiguous());
-  return result;
-}
-
 // reduction(transform(x)) of every tensor, in double.
 std::vector<double> reduce_all(const std::vector<at::Tensor>& inputs, const Partition& part,
                                const ForeachReducePlan& plan) {

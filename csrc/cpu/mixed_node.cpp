@@ -30,12 +30,6 @@ std::vector<double> weights_of(const std::vector<double>& alpha_live, const Mixe
   return w;
 }
 
-std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
-  std::vector<at::Tensor> result;
-  for (const auto& t : tensors) result.push_back(t.contiguous());
-  return result;
-}
-
 at::Tensor mixed_node_cpu(at::TensorList outs, const at::Tensor& alpha, const at::Tensor& mask,
                           c10::string_view mode, double temperature) {
   const auto plan = check_mixed_node_inputs(outs, alpha, mask, mode, temperature, /*allow_half=*/false);

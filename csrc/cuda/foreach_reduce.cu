@@ -113,13 +113,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
-  std::vector<at::Tensor> result;
-  result.reserve(tensors.size());
-  for (const auto& t : tensors) result.push_back(t.contiguous());
-  return result;
-}
-
 int64_t chunk_size(const std::vector<at::Tensor>& inputs) {
   int64_t total = 0;
   for (const auto& t : inputs) total += t.numel();

@@ -127,12 +127,6 @@ int grid_for(int64_t n, int64_t per_block) {
   return static_cast<int>(std::max<int64_t>(1, std::min(wanted, resident)));
 }
 
-std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
-  std::vector<at::Tensor> result;
-  for (const auto& t : tensors) result.push_back(t.contiguous());
-  return result;
-}
-
 // alpha in the accumulation type of the outputs' dtype (float for half/bfloat16).
 at::Tensor alpha_in_acc_type(const at::Tensor& alpha, at::ScalarType out_dtype) {
   const auto acc = out_dtype == at::kDouble ? at::kDouble : at::kFloat;

@@ -167,8 +167,7 @@ class DNADSearch:
         self.net.load_masks(state["masks"])
         self.net.load_state_dict(state["net"])
         self.kd_loss.load_state_dict(state["kd_loss"])
-        live = {id(p) for p in self.net.weight_parameters()} | {id(p) for p in self.kd_loss.parameters()}
-        _keep_live_params(self.optimizer, live)
+        self._drop_pruned_params()
         self.optimizer.load_state_dict(state["optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
         self.shrinking.load_state_dict(state["shrinking"])
@@ -217,11 +216,14 @@ class DNADSearch:
         return {"ce": ce.item(), "kd": kd.item(), "sparsity": sparsity.item(), "loss": loss.item(),
                 "accuracy": (logits.argmax(1) == labels).float().mean().item()}
 
+    def _drop_pruned_params(self) -> None:
+        live = {id(p) for p in self.net.weight_parameters()} | {id(p) for p in self.kd_loss.parameters()}
+        _keep_live_params(self.optimizer, live)
+
     def _prune(self) -> tuple[int, bool]:
         pruned = self.net.prune_below(self.config.snps.eps)
         if pruned:
-            live = {id(p) for p in self.net.weight_parameters()} | {id(p) for p in self.kd_loss.parameters()}
-            _keep_live_params(self.optimizer, live)
+            self._drop_pruned_params()
         return len(pruned), self.shrinking.step(len(pruned))
 
     def _should_stop(self, sparsity: float) -> bool:
