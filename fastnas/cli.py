@@ -69,14 +69,18 @@ def _print_pareto(points: list[dict]) -> None:
 def _dnad(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .distributed import Distributed
     from .runs import RunFolder
     from .strategies import DNADSearch
 
     config = _dnad_config(args)
-    run = RunFolder(args.out, resume=args.resume)
+    dist = Distributed.from_env(config.device)
+    run = RunFolder(args.out, resume=args.resume, writer=dist.is_main)
     log = (lambda _: None) if args.quiet else tqdm.write
-    search = DNADSearch(config, run, progress=not args.quiet, log=log)
+    search = DNADSearch(config, run, progress=not args.quiet, log=log, dist=dist)
     search.run()
+    if not dist.is_main:
+        return 0
     _write_dnad_results(run, search)
     print(f"DNAD search done: {run.path} (pareto.json, genotypes/, metrics.jsonl, search.png, pareto.png, "
           "cells.png)")

@@ -44,22 +44,27 @@ class RunFolder:
         path: the folder (created if missing).
         resume: continue a run already there; without it a folder holding a
             checkpoint is refused rather than overwritten.
+        writer: False for the ranks > 0 of a data-parallel run: they read the
+            checkpoint on resume but every write is rank 0's (a no-op here).
     """
 
-    def __init__(self, path: str | os.PathLike, resume: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, resume: bool = False, writer: bool = True):
+        self.path, self.writer = Path(path), writer
         if resume and not self.checkpoint_path.exists():
             raise FileNotFoundError(f"resume: no checkpoint.pt in {self.path} to resume from")
-        if not resume and self.checkpoint_path.exists():
+        if writer and not resume and self.checkpoint_path.exists():
             raise FileExistsError(f"out: {self.path} already holds a run; pass --resume to continue it "
                                   "or choose another --out")
-        self.path.mkdir(parents=True, exist_ok=True)
+        if writer:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
 
     def write_config(self, config: dict) -> None:
+        if not self.writer:
+            return
         from . import ops
 
         atomic_write_json(self.path / "config.json", {**config, "versions": {
@@ -67,11 +72,15 @@ class RunFolder:
 
     def log(self, record: dict) -> None:
         """Appends one line to metrics.jsonl."""
+        if not self.writer:
+            return
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
 
     def truncate_metrics(self, keep: int) -> None:
         """Keeps the first `keep` lines of metrics.jsonl: lines written after the checkpoint are redone on resume."""
+        if not self.writer:
+            return
         path = self.path / "metrics.jsonl"
         if path.exists():
             lines = path.read_text().splitlines(keepends=True)[:keep]
@@ -82,6 +91,8 @@ class RunFolder:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def save_checkpoint(self, state: dict) -> None:
+        if not self.writer:
+            return
         atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> dict:
@@ -89,5 +100,6 @@ class RunFolder:
 
     def write_json(self, name: str, data: Any) -> Path:
         path = self.path / name
-        atomic_write_json(path, data)
+        if self.writer:
+            atomic_write_json(path, data)
         return path

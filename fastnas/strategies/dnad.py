@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..data import batches, load_data, num_batches, split
 from ..distill import load_teacher, make_kd_loss
 from ..distill.teachers import check_teacher_matches
+from ..distributed import Distributed
 from ..evaluators import evaluate
 from ..nn.cost import count_flops, count_params
 from ..runs import RunFolder
@@ -117,14 +118,20 @@ def _keep_live_params(optimizer: torch.optim.Optimizer, live: set[int]) -> None:
 
 
 class DNADSearch:
-    """A DNAD search writing into a RunFolder; `run()` executes it (resuming if the folder has a checkpoint)."""
+    """A DNAD search writing into a RunFolder; `run()` executes it (resuming if the folder has a checkpoint).
+
+    Under torchrun pass `dist` (fastnas.distributed): each rank trains on its share of the global batch,
+    gradients are averaged, and only rank 0 logs and writes (give the other ranks RunFolder(writer=False)).
+    """
 
     def __init__(self, config: DNADConfig, run: RunFolder, progress: bool = True,
-                 log: Callable[[str], None] = print):
-        self.config, self.run_folder, self.progress, self.log = config, run, progress, log
+                 log: Callable[[str], None] = print, dist: Distributed = Distributed()):
+        self.dist = dist
+        self.config, self.run_folder = config, run
+        self.progress, self.log = progress and dist.is_main, log if dist.is_main else (lambda _: None)
         c = config
         torch.manual_seed(c.seed)
-        self.device = torch.device(c.device)
+        self.device = dist.device_for(c.device)
         self.dataset = load_data(c.data)
         self.train_data, self.val_data = split(self.dataset.train, 1 - c.val_fraction, seed=c.seed)
         self.input_shape = (self.dataset.in_channels, self.dataset.image_size, self.dataset.image_size)
@@ -133,7 +140,9 @@ class DNADSearch:
         self.teacher = None
         teacher_channels: list[int] = []
         if c.kd != "none":
-            self.teacher = load_teacher(c.teacher, self.dataset, device=self.device, progress=progress)
+            # rank 0 trains and caches the built-in teacher; the others then load it from the cache
+            self.teacher = dist.main_first(
+                lambda: load_teacher(c.teacher, self.dataset, device=self.device, progress=self.progress))
             student_shapes = [tuple(f.shape[1:]) for f in self._probe_features()]
             check_teacher_matches(self.teacher, student_shapes)
             teacher_channels = self.teacher.stage_channels
@@ -186,8 +195,10 @@ class DNADSearch:
         genotype = self.net.genotype(top_k=None)
         genotype.meta.update(data=self.config.data, step=self.step)
         name = f"genotypes/{kind}_{len(self.pareto):03d}.json" if kind == "pareto" else "genotype.json"
-        (self.run_folder.path / "genotypes").mkdir(exist_ok=True)
-        genotype.save(self.run_folder.path / name)
+        if self.run_folder.writer:
+            (self.run_folder.path / "genotypes").mkdir(exist_ok=True)
+            genotype.save(self.run_folder.path / name)
+        self.dist.broadcast_buffers(self.net)
         val_accuracy, _ = evaluate(self.net, self.val_data, device=self.device)
         point = {"kind": kind, "step": self.step, "epoch": self.epoch, "live_ops": self.net.num_live_ops(),
                  "val_accuracy": val_accuracy, "genotype": name, **self._costs(genotype)}
@@ -198,6 +209,7 @@ class DNADSearch:
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, warm_up: bool) -> dict:
         c = self.config
+        images, labels = self.dist.shard(images, labels)
         logits, features = self.net(images)
         ce = F.cross_entropy(logits, labels)
         kd = torch.zeros((), device=self.device)
@@ -209,12 +221,16 @@ class DNADSearch:
         self.optimizer.zero_grad(set_to_none=True)
         self.arch_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.dist.average_gradients(self.net.arch_parameters() + self.net.weight_parameters()
+                                    + list(self.kd_loss.parameters()))
         nn.utils.clip_grad_norm_(self.net.weight_parameters(), c.grad_clip)
         nn.utils.clip_grad_norm_(self.net.arch_parameters(), c.grad_clip)
         self.optimizer.step()
         self.arch_optimizer.step()
-        return {"ce": ce.item(), "kd": kd.item(), "sparsity": sparsity.item(), "loss": loss.item(),
-                "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+        local = {"ce": ce.item(), "kd": kd.item(), "loss": loss.item(),
+                 "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+        # the sparsity is a function of the alphas, identical on every rank
+        return {**self.dist.average_metrics(local), "sparsity": sparsity.item()}
 
     def _drop_pruned_params(self) -> None:
         live = {id(p) for p in self.net.weight_parameters()} | {id(p) for p in self.kd_loss.parameters()}
@@ -272,6 +288,7 @@ class DNADSearch:
             if self.finished or self.epoch == c.epochs:
                 self.finished = True
                 self._save_point("final")
+            self.dist.broadcast_buffers(self.net)
             self.run_folder.save_checkpoint(self._state())
             self.log(f"epoch {self.epoch}: {self.net.num_live_ops()} live ops, {time.time() - started:.1f}s")
         bar.close()

@@ -1,0 +1,122 @@
+"""Data-parallel search on 2 gloo processes (CPU): ranks stay identical and match the single-process math."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from fastnas.distributed import Distributed
+from fastnas.runs import RunFolder
+from fastnas.search_spaces import SuperNetwork
+from fastnas.strategies import DNADSearch
+
+from test_dnad import tiny_config
+
+WORLD = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_group(rank: int, port: int) -> Distributed:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    return Distributed.from_env("cpu")
+
+
+def tiny_supernet() -> SuperNetwork:
+    torch.manual_seed(0)
+    return SuperNetwork(C=4, num_classes=10, layers=3, nodes=2, primitives=["sep_conv_3x3", "skip_connect"],
+                        in_channels=3).double()
+
+
+def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return (torch.randn(6, 3, 8, 8, generator=generator, dtype=torch.float64),
+            torch.randint(0, 10, (6,), generator=generator))
+
+
+def one_step_worker(rank: int, port: int, out: str) -> None:
+    dist = join_group(rank, port)
+    net = tiny_supernet()
+    images, labels = dist.shard(*global_batch())
+    F.cross_entropy(net(images)[0], labels).backward()
+    dist.average_gradients(net.parameters())
+    torch.save({name: p.grad for name, p in net.named_parameters()}, f"{out}/grads{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_averaged_gradients_equal_the_mean_of_the_shard_losses(tmp_path):
+    mp.spawn(one_step_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    net = tiny_supernet()
+    images, labels = global_batch()
+    # a single process: each half of the batch normalized on its own (per-rank BatchNorm), losses averaged
+    loss = sum(F.cross_entropy(net(x)[0], y) for x, y in zip(images.tensor_split(WORLD), labels.tensor_split(WORLD)))
+    (loss / WORLD).backward()
+    for rank in range(WORLD):
+        grads = torch.load(tmp_path / f"grads{rank}.pt")
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-9, atol=1e-12, msg=name)
+    assert any(name.startswith("alpha") for name in grads)  # the architecture gradient is averaged too
+
+
+def dnad_worker(rank: int, port: int, out: str) -> None:
+    dist = join_group(rank, port)
+    config = tiny_config(data="synthetic:64", epochs=3)
+
+    def search(folder: str, resume: bool = False) -> DNADSearch:
+        run = RunFolder(f"{out}/{folder}", resume=resume, writer=dist.is_main)
+        return DNADSearch(config, run, progress=False, log=lambda _: None, dist=dist)
+
+    full = search("full")
+    full.run()
+    search("cut").run(stop_after_epochs=1)
+    dist.barrier()  # rank 0's checkpoint is on disk before anyone resumes
+    resumed = search("cut", resume=True)
+    resumed.run()
+    torch.save({"full": full.net.state_dict(), "resumed": resumed.net.state_dict(),
+                "masks": full.net.node_masks(), "pareto": full.pareto}, f"{out}/state{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_dnad_ranks_stay_identical_and_resume(tmp_path):
+    mp.spawn(dnad_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    states = [torch.load(tmp_path / f"state{rank}.pt", weights_only=False) for rank in range(WORLD)]
+    for key in ("full", "resumed"):
+        for name, value in states[0][key].items():
+            torch.testing.assert_close(states[1][key][name], value, rtol=0, atol=1e-6, msg=f"{key}: {name}")
+    for name, value in states[0]["full"].items():  # resuming after a kill changes nothing
+        torch.testing.assert_close(states[0]["resumed"][name], value, rtol=0, atol=1e-6, msg=name)
+    # identical pruning decisions, and the search did prune
+    assert all(torch.equal(a, b) for cell0, cell1 in zip(states[0]["masks"], states[1]["masks"])
+               for a, b in zip(cell0, cell1))
+    assert not all(m.all() for cell in states[0]["masks"] for m in cell)
+    assert states[0]["pareto"] == states[1]["pareto"]
+    # only rank 0 wrote: one metrics line per step
+    metrics = RunFolder(tmp_path / "full", resume=True).metrics()
+    assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1))
+    assert json.loads((tmp_path / "full" / "pareto.json").read_text()) == states[0]["pareto"]
+
+
+def test_torchrun_runs_the_dnad_command(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
+               "--master_port", str(free_port()), "-m", "fastnas", "dnad", "--data", "synthetic:64", "--kd", "none",
+               "--C", "4", "--layers", "3", "--nodes", "2", "--batch-size", "16", "--epochs", "1",
+               "--ops", "sep_conv_3x3,skip_connect", "--out", str(out), "--quiet", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("DNAD search done") == 1  # rank 0 reports, rank 1 stays silent
+    steps = [m["step"] for m in RunFolder(out, resume=True).metrics()]
+    assert steps == list(range(1, len(steps) + 1)) and steps
+    assert (out / "genotype.json").exists() and (out / "pareto.json").exists()
