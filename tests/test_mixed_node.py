@@ -180,13 +180,14 @@ class TestBadInput:
 
 
 @requires_cuda
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_accumulates_in_float32(dtype):
+def test_half_precision_accumulates_in_float32(dtype, mode):
     outs, alpha, mask = make_case(5, 8, (4, 16, 8, 8), "cuda", dtype=torch.float32)
     low = [o.detach().to(dtype).requires_grad_() for o in outs]
-    result = mixed_node(low, alpha, mask, "softmax")
+    result = mixed_node(low, alpha, mask, mode)
     assert result.dtype == dtype
-    expected = _reference.mixed_node([o.detach().to(dtype).float() for o in outs], alpha.detach(), mask)
+    expected = _reference.mixed_node([o.detach().to(dtype).float() for o in outs], alpha.detach(), mask, mode)
     tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
     torch.testing.assert_close(result.float(), expected, atol=tol, rtol=tol)
     result.float().sum().backward()
