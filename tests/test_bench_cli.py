@@ -19,8 +19,12 @@ QUICK_OPS = {"mixed_node", "at_loss", "pair_distance", "gram_distance", "rank_co
 
 
 def test_quick_bench_from_outside_the_repository(tmp_path):
-    # cwd is a temporary folder and only the package is on the path: nothing of bench/ or tests/ is reachable.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # Only the package is on the path (as after pip install) and cwd is a temporary folder: nothing of the
+    # repository's bench/ or tests/ is reachable.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "fastnas").symlink_to(REPO / "fastnas", target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "fastnas", "bench", "--quick", "--quiet", "--device", "cpu",
                              "--json", "timings.json"], cwd=tmp_path, env=env, capture_output=True, text=True,
