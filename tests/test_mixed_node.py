@@ -62,6 +62,23 @@ def test_hand_computed_relu_norm_gradient():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_hand_computed_identity_with_a_pruned_operator(device):
+    # identity: the weights are alpha as given, not normalized, negative allowed:
+    # alpha = (2, -1 | pruned, 0.5), outs = 3, 5, 7 -> 2*3 - 5 + 0.5*7 = 4.5.
+    alpha = torch.tensor([[2.0, -1.0], [9.0, 0.5]], dtype=torch.float64, device=device, requires_grad=True)
+    mask = torch.tensor([[True, True], [False, True]])
+    outs = [torch.full((2, 3), v, dtype=torch.float64, device=device, requires_grad=True) for v in (3.0, 5.0, 7.0)]
+    result = mixed_node(outs, alpha, mask, "identity")
+    torch.testing.assert_close(result, torch.full((2, 3), 4.5, dtype=torch.float64, device=device))
+    result.sum().backward()
+    # d/dalpha[e, k] = sum of outs[i] (6 elements), 0 where pruned; d/douts[i] = alpha[e, k].
+    torch.testing.assert_close(alpha.grad, torch.tensor([[18.0, 30.0], [0.0, 42.0]], dtype=torch.float64,
+                                                        device=device))
+    for out, weight in zip(outs, (2.0, -1.0, 0.5)):
+        torch.testing.assert_close(out.grad, torch.full_like(out, weight))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES)
 def test_gradcheck(device, mode):
     outs, alpha, mask = make_case(3, 3, (2, 3, 4), device)
@@ -163,13 +180,14 @@ class TestBadInput:
 
 
 @requires_cuda
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_accumulates_in_float32(dtype):
+def test_half_precision_accumulates_in_float32(dtype, mode):
     outs, alpha, mask = make_case(5, 8, (4, 16, 8, 8), "cuda", dtype=torch.float32)
     low = [o.detach().to(dtype).requires_grad_() for o in outs]
-    result = mixed_node(low, alpha, mask, "softmax")
+    result = mixed_node(low, alpha, mask, mode)
     assert result.dtype == dtype
-    expected = _reference.mixed_node([o.detach().to(dtype).float() for o in outs], alpha.detach(), mask)
+    expected = _reference.mixed_node([o.detach().to(dtype).float() for o in outs], alpha.detach(), mask, mode)
     tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
     torch.testing.assert_close(result.float(), expected, atol=tol, rtol=tol)
     result.float().sum().backward()

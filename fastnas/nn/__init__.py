@@ -1,5 +1,6 @@
 """Super-network building blocks on the fused core."""
 
 from .mixed import MixedNode
+from .mixed_op import MixedOp, darts_node
 
-__all__ = ["MixedNode"]
+__all__ = ["MixedNode", "MixedOp", "darts_node"]

@@ -45,18 +45,34 @@ class MixedNode(nn.Module):
         """(edge, op) pairs still in the node, row-major."""
         return [tuple(pair) for pair in self.mask.nonzero().tolist()]
 
+    def _call_mask(self, skip_mask: torch.Tensor | None) -> torch.Tensor:
+        """The node's pruning mask, narrowed by the caller's per-call mask when one is given."""
+        if skip_mask is None:
+            return self.mask
+        if skip_mask.dtype != torch.bool or tuple(skip_mask.shape) != tuple(self.mask.shape):
+            raise ValueError(f"mask: expected a bool tensor of shape {tuple(self.mask.shape)} (edges, ops), "
+                             f"got {skip_mask.dtype} {tuple(skip_mask.shape)}")
+        return self.mask & skip_mask.cpu()
+
     def prune(self, edge: int, op: int) -> None:
         """Removes candidate (edge, op) for good."""
         if self.mask[edge, op]:
             self.mask[edge, op] = False
             del self.candidates[_key(edge, op)]
 
-    def forward(self, inputs: Sequence[torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
-        """inputs: E tensors [B, C, H, W]; alpha: [E, K]. Returns [B, C, H', W']."""
-        if not self.mask.any():
+    def forward(self, inputs: Sequence[torch.Tensor], alpha: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs: E tensors [B, C, H, W]; alpha: [E, K]. Returns [B, C, H', W'].
+
+        mask: optional bool [E, K], False = skip that operator in this call only (it
+        is neither run nor read, and its alpha gets no gradient); the node's pruned
+        operators are skipped either way. Keep it on the CPU (a device mask costs a sync).
+        """
+        mask = self._call_mask(mask)
+        if not mask.any():
             return inputs[0][:, :, :: self.input_stride, :: self.input_stride].mul(0.0)
         outs, relu_inputs = [], {}
-        for edge, op in self.live:
+        for edge, op in mask.nonzero().tolist():
             module = self.candidates[_key(edge, op)]
             if getattr(module, "relu_input", False):
                 if edge not in relu_inputs:
@@ -64,4 +80,4 @@ class MixedNode(nn.Module):
                 outs.append(module(relu_inputs[edge]))
             else:
                 outs.append(module(inputs[edge]))
-        return mixed_node(outs, alpha, self.mask, self.mode, self.temperature)
+        return mixed_node(outs, alpha, mask, self.mode, self.temperature)
