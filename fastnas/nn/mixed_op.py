@@ -8,7 +8,7 @@ a Python ``sum`` of K scaled copies. ``darts_node`` builds a ``MixedNode``
 holding every incoming edge of a reference Cell's node, for one fused call per
 node instead of one per edge. docs/drop-in.md shows both switches.
 
-The operators are the ones of ``fastnas.search_spaces.darts_ops`` with
+The operators are the ones of ``fastnas.nn.darts_ops`` with
 ``search=True``: pooling followed by ``BatchNorm2d(affine=False)`` exactly as the
 reference MixedOp wraps it, every other operator with ``affine=False``.
 """
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ..search_spaces.darts_ops import DARTS_PRIMITIVES, check_primitives, make_op
+from .darts_ops import DARTS_PRIMITIVES, check_primitives, make_op
 from .mixed import MixedNode
 
 

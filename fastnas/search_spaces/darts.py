@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..nn import MixedNode
+from ..nn import darts_node
 from ..ops._reference import mixed_node_weights  # alpha -> weights on tiny tensors: plain PyTorch is fine
-from .darts_ops import (DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN, check_primitives, make_op,
+from ..nn.darts_ops import (DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN, check_primitives, make_op,
                         takes_relu_input)
 
 # (op name, index of the input state: 0, 1 = the cell inputs, 2 + j = node j)
@@ -121,12 +121,7 @@ class SearchCell(nn.Module):
         self.reduction = reduction
         self.preprocess0 = _preprocess0(C_pp, C, reduction_prev, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
-        self.nodes = nn.ModuleList()
-        for j in range(nodes):
-            def build(edge, k):
-                stride = 2 if reduction and edge < 2 else 1
-                return make_op(primitives[k], C, stride, affine=False, search=True)
-            self.nodes.append(MixedNode(2 + j, len(primitives), build, mode, input_stride=2 if reduction else 1))
+        self.nodes = nn.ModuleList(darts_node(2 + j, C, reduction, primitives, mode) for j in range(nodes))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """alpha: [sum_j (2 + j), K], node j's rows follow node j-1's."""

@@ -37,7 +37,7 @@ from ..evaluators import evaluate
 from ..nn.cost import count_flops, count_params
 from ..runs import RunFolder
 from ..search_spaces.darts import DiscreteNetwork, Genotype, SuperNetwork
-from ..search_spaces.darts_ops import check_primitives
+from ..nn.darts_ops import check_primitives
 from .snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
 AUTHORS_CIFAR_OPS = ("sep_conv_3x3", "skip_connect", "dil_conv_5x5")

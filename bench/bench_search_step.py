@@ -1,0 +1,223 @@
+"""One whole DARTS search step: the reference code's eager MixedOp against fastnas, time, memory and op counts.
+
+A step is first-order DARTS: an architecture update (validation batch: forward,
+backward, Adam on the alphas) then a weight update (training batch: forward,
+backward, SGD with momentum), on the standard super-network (8 cells, 8
+operators, 4 nodes). Both implementations run the very same modules and
+parameters; they differ only in how a node combines its candidates:
+
+- eager: what quark0/darts model_search.py does. Every edge is a MixedOp
+  ``sum(w * op(x) for w, op in zip(weights, ops))`` with a softmax per edge, and
+  every convolution operator applies its own ReLU to the edge input;
+- fused: fastnas's MixedNode, one `fastnas.ops.mixed_node` call per node, one
+  ReLU per edge shared by the convolution operators.
+
+`pytest bench/bench_search_step.py` times both (CI: --benchmark-disable, where
+each still checks that the two give the same loss and gradients). Running the
+file writes the full comparison, with saved-tensor bytes and profiler op
+counts, as JSON:
+
+    python bench/bench_search_step.py [--batch 32] [--size 16] [--C 16] [--steps 5] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import time
+from typing import Callable, Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastnas
+from fastnas.nn import MixedNode
+from fastnas.search_spaces import SuperNetwork
+
+
+def reference_node_forward(node: MixedNode, inputs, alpha: torch.Tensor) -> torch.Tensor:
+    """DARTS's Cell + MixedOp for one node: a Python sum over edges of sum(w * op(x)), one ReLU per operator."""
+    weights = F.softmax(alpha / node.temperature, dim=-1)
+    total = 0
+    for edge, x in enumerate(inputs):
+        for op, w in enumerate(weights[edge]):
+            module = node.candidates[f"{edge}_{op}"]
+            total = total + w * module(F.relu(x) if getattr(module, "relu_input", False) else x)
+    return total
+
+
+@contextlib.contextmanager
+def reference_mixed_ops() -> Iterator[None]:
+    """Inside the block every MixedNode computes like the DARTS reference code."""
+    fused = MixedNode.forward
+    MixedNode.forward = reference_node_forward
+    try:
+        yield
+    finally:
+        MixedNode.forward = fused
+
+
+class SearchStep:
+    """First-order DARTS step on fixed batches; `run()` does one, `losses()` its two losses."""
+
+    def __init__(self, C: int = 16, layers: int = 8, batch: int = 32, size: int = 16, seed: int = 0,
+                 device: str = "cpu", dtype: torch.dtype = torch.float32):
+        torch.manual_seed(seed)
+        self.net = SuperNetwork(C, 10, layers, 4, in_channels=3).to(device, dtype)
+        self.weight_optimizer = torch.optim.SGD(self.net.weight_parameters(), 0.025, momentum=0.9,
+                                                weight_decay=3e-4)
+        self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), 3e-4, betas=(0.5, 0.999),
+                                               weight_decay=1e-3)
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.train_batch = (torch.randn(batch, 3, size, size, generator=generator, dtype=dtype).to(device),
+                            torch.randint(0, 10, (batch,), generator=generator).to(device))
+        self.val_batch = (torch.randn(batch, 3, size, size, generator=generator, dtype=dtype).to(device),
+                          torch.randint(0, 10, (batch,), generator=generator).to(device))
+
+    def loss(self, batch) -> torch.Tensor:
+        images, labels = batch
+        return F.cross_entropy(self.net(images)[0], labels)
+
+    def run(self) -> None:
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        self.loss(self.val_batch).backward()
+        self.arch_optimizer.step()
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        self.loss(self.train_batch).backward()
+        torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), 5.0)
+        self.weight_optimizer.step()
+
+    def gradients(self) -> tuple[float, dict[str, torch.Tensor]]:
+        """The training loss and d loss / d every parameter (weights and alphas), no update."""
+        self.net.zero_grad(set_to_none=True)
+        loss = self.loss(self.train_batch)
+        loss.backward()
+        return loss.item(), {name: p.grad.clone() for name, p in self.net.named_parameters()}
+
+
+def implementation(name: str) -> contextlib.AbstractContextManager:
+    return reference_mixed_ops() if name == "eager" else contextlib.nullcontext()
+
+
+def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while `fn` builds its graph."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn().backward()
+    return sum(storages.values())
+
+
+def op_counts(step: SearchStep) -> dict[str, int]:
+    """Operator calls in one step as the profiler records them (every aten:: call, nested ones included)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
+                                + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else [])) as prof:
+        step.run()
+    events = prof.events()
+    counts = {"aten_ops": sum(e.name.startswith("aten::") for e in events),
+              "fastnas_ops": sum(e.name.startswith("fastnas::") for e in events)}
+    if torch.cuda.is_available():
+        counts["cuda_kernels"] = sum(e.device_type == torch.autograd.DeviceType.CUDA for e in events)
+    return counts
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The comparison written by `python bench/bench_search_step.py`."""
+    shapes = dict(C=args.C, layers=args.layers, batch=args.batch, size=args.size, device=args.device)
+    results = {}
+    for name in ("eager", "fused"):
+        with implementation(name):
+            step = SearchStep(**shapes)
+            loss, grads = step.gradients()
+            saved = saved_tensor_bytes(lambda: step.loss(step.train_batch))
+            step.run()  # warm-up
+            counts = op_counts(step)
+            times = []
+            for _ in range(args.steps):
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                step.run()
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - started)
+        results[name] = {"loss": loss, "grads": grads, "median_step_s": statistics.median(times),
+                         "step_times_s": times, "saved_tensor_bytes": saved, **counts}
+    eager, fused = results["eager"], results["fused"]
+    max_grad_diff = max((eager["grads"][k] - fused["grads"][k]).abs().max().item() for k in eager["grads"])
+    for r in results.values():
+        del r["grads"]
+    return {"shapes": shapes, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "build": fastnas.build_info(), "machine": platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.machine(),
+            "eager": eager, "fused": fused, "loss_diff": abs(eager["loss"] - fused["loss"]),
+            "max_grad_diff": max_grad_diff,
+            "ratios": {"speedup": eager["median_step_s"] / fused["median_step_s"],
+                       "saved_bytes": fused["saved_tensor_bytes"] / eager["saved_tensor_bytes"],
+                       "aten_ops": fused["aten_ops"] / eager["aten_ops"]}}
+
+
+# ------------------------------------------------------------------ pytest-benchmark
+
+BENCH_SHAPES = dict(C=16, layers=8, batch=32, size=16)
+TEST_SHAPES = dict(C=4, layers=3, batch=4, size=8)  # CI (--benchmark-disable): the check only
+
+
+@pytest.fixture(scope="module")
+def same_step_checked():
+    """Both implementations give the same loss and gradients (float64, small super-network)."""
+    results = {}
+    for name in ("eager", "fused"):
+        with implementation(name):
+            results[name] = SearchStep(**TEST_SHAPES, dtype=torch.float64).gradients()
+    (eager_loss, eager_grads), (fused_loss, fused_grads) = results["eager"], results["fused"]
+    assert abs(eager_loss - fused_loss) < 1e-10
+    for key in eager_grads:
+        torch.testing.assert_close(fused_grads[key], eager_grads[key], rtol=1e-7, atol=1e-10, msg=key)
+    return True
+
+
+@pytest.mark.parametrize("impl", ["eager", "fused"])
+def test_search_step(benchmark, same_step_checked, impl):
+    shapes = TEST_SHAPES if benchmark.disabled else BENCH_SHAPES
+    with implementation(impl):
+        step = SearchStep(**shapes)
+        benchmark.group = "darts-search-step"
+        benchmark.extra_info.update(shapes, impl=impl)
+        benchmark(step.run)
+
+
+def test_eager_saves_more_for_backward(same_step_checked):
+    """The shared ReLU already saves less than one ReLU per operator (exact byte counts are in the JSON)."""
+    saved = {}
+    for name in ("eager", "fused"):
+        with implementation(name):
+            step = SearchStep(**TEST_SHAPES)
+            saved[name] = saved_tensor_bytes(lambda: step.loss(step.train_batch))
+    assert saved["fused"] < saved["eager"]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--C", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=None, help="JSON file (default: print only)")
+    result = measure(parser.parse_args())
+    text = json.dumps(result, indent=1)
+    print(text)
+    if result["shapes"] and parser.parse_args().out:
+        with open(parser.parse_args().out, "w") as f:
+            f.write(text)
