@@ -23,3 +23,15 @@ def build_info() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
     }
+
+
+def reference_grads(reference, wrt: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of `reference()` w.r.t. `wrt` for the output gradient `grad`, with their own graph.
+
+    For backward passes with create_graph=True (Hessian-vector products, e.g. DARTS's sharpness):
+    the fused backward ops have no derivative of their own, so such a pass differentiates the
+    plain-PyTorch reference instead, which autograd can differentiate again.
+    """
+    with torch.enable_grad():
+        out = reference()
+    return torch.autograd.grad(out, wrt, grad, create_graph=True, allow_unused=True)

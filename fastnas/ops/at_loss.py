@@ -7,7 +7,7 @@ from typing import Sequence, Union
 import torch
 
 from . import _reference
-from ._extension import has_kernel
+from ._extension import has_kernel, reference_grads
 
 _OP = torch.ops.fastnas.at_loss
 _BACKWARD = torch.ops.fastnas.at_loss_backward
@@ -64,6 +64,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     saved = ctx.saved_tensors
     student, teacher = list(saved[: ctx.pairs]), list(saved[ctx.pairs:])
+    if torch.is_grad_enabled():  # create_graph=True
+        grad_student = reference_grads(lambda: _reference.at_loss(student, teacher, ctx.p), student, grad)
+        return list(grad_student), [None] * len(teacher), None
     grad_student = _BACKWARD(grad.contiguous(), student, teacher, ctx.p)
     # The teacher is a fixed target: one None per teacher tensor (autograd wants the list's structure).
     return list(grad_student), [None] * len(teacher), None

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from . import _reference
-from ._extension import has_kernel
+from ._extension import has_kernel, reference_grads
 
 _OP = torch.ops.fastnas.foreach_reduce
 _BACKWARD = torch.ops.fastnas.foreach_reduce_backward
@@ -63,6 +63,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     tensors = list(ctx.saved_tensors)
+    if torch.is_grad_enabled():  # create_graph=True
+        grads = reference_grads(lambda: _reference.foreach_reduce(tensors, ctx.transform, ctx.reduction), tensors,
+                                grad)
+        return list(grads), None, None
     grads = _BACKWARD(grad.contiguous(), tensors, ctx.transform, ctx.reduction)
     return list(grads), None, None
 

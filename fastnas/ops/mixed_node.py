@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from . import _reference
-from ._extension import has_kernel
+from ._extension import has_kernel, reference_grads
 
 _OP = torch.ops.fastnas.mixed_node
 _BACKWARD = torch.ops.fastnas.mixed_node_backward
@@ -56,6 +56,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     alpha, mask, *outs = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True
+        *grad_outs, grad_alpha = reference_grads(
+            lambda: _reference.mixed_node(outs, alpha, mask, ctx.mode, ctx.temperature), outs + [alpha], grad)
+        return grad_outs, grad_alpha, None, None, None
     grad_outs, grad_alpha = _BACKWARD(grad.contiguous(), outs, alpha, mask, ctx.mode, ctx.temperature)
     return list(grad_outs), grad_alpha, None, None, None
 

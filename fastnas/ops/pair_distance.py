@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _reference
-from ._extension import has_kernel
+from ._extension import has_kernel, reference_grads
 
 _PAIR = torch.ops.fastnas.pair_distance
 _PAIR_BACKWARD = torch.ops.fastnas.pair_distance_backward
@@ -82,6 +82,10 @@ def _pair_setup_context(ctx, inputs, output):
 
 def _pair_backward(ctx, grad):
     student, teacher = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True
+        grad_student, grad_teacher = reference_grads(
+            lambda: _reference.pair_distance(student, teacher, ctx.metric), [student, teacher], grad)
+        return grad_student, grad_teacher, None
     grad_student, grad_teacher = _PAIR_BACKWARD(grad.contiguous(), student, teacher, ctx.metric)
     return grad_student, grad_teacher, None
 
@@ -92,6 +96,8 @@ def _gram_setup_context(ctx, inputs, output):
 
 def _gram_backward(ctx, grad):
     student, teacher = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True
+        return reference_grads(lambda: _reference.gram_distance(student, teacher), [student, teacher], grad)
     return _GRAM_BACKWARD(grad, student, teacher)
 
 
