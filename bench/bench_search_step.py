@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import fastnas
 from fastnas.nn import MixedNode
+from fastnas.nn.cost import count_saved_bytes
 from fastnas.search_spaces import SuperNetwork
 
 
@@ -103,20 +104,6 @@ def implementation(name: str) -> contextlib.AbstractContextManager:
     return reference_mixed_ops() if name == "eager" else contextlib.nullcontext()
 
 
-def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the distinct storages autograd saves for backward while `fn` builds its graph."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fn().backward()
-    return sum(storages.values())
-
-
 def op_counts(step: SearchStep) -> dict[str, int]:
     """Operator calls in one step as the profiler records them (every aten:: call, nested ones included)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
@@ -138,7 +125,7 @@ def measure(args: argparse.Namespace) -> dict:
         with implementation(name):
             step = SearchStep(**shapes)
             loss, grads = step.gradients()
-            saved = saved_tensor_bytes(lambda: step.loss(step.train_batch))
+            saved = count_saved_bytes(lambda: step.loss(step.train_batch))
             step.run()  # warm-up
             counts = op_counts(step)
             times = []
@@ -202,7 +189,7 @@ def test_eager_saves_more_for_backward(same_step_checked):
     for name in ("eager", "fused"):
         with implementation(name):
             step = SearchStep(**TEST_SHAPES)
-            saved[name] = saved_tensor_bytes(lambda: step.loss(step.train_batch))
+            saved[name] = count_saved_bytes(lambda: step.loss(step.train_batch))
     assert saved["fused"] < saved["eager"]
 
 

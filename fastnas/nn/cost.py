@@ -1,6 +1,8 @@
-"""Parameter and FLOP counts, shared by every search space and command."""
+"""Parameter, FLOP and saved-activation counts, shared by every search space, command and benchmark."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -46,3 +48,23 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         for handle in handles:
             handle.remove()
     return total
+
+
+def count_saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages autograd keeps for backward while `loss_fn()` builds its graph.
+
+    Runs the backward too (freeing them). Saves made under an inner saved-tensor hook (the
+    operator outputs of fastnas.nn.MixedNode) are not seen: what that hook keeps is tensors
+    saved elsewhere anyway plus per-channel vectors.
+    """
+    storages: dict[int, int] = {}
+
+    def count(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+        loss = loss_fn()
+    loss.backward()
+    return sum(storages.values())

@@ -9,10 +9,42 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import mixed_node
+from .darts_ops import Zero
 
 
 def _key(edge: int, op: int) -> str:
     return f"{edge}_{op}"
+
+
+# ---- Operator outputs kept for the alpha gradient, without keeping them.
+# mixed_node saves every operator output: d loss / d w_k = <grad, out_k>. Most DARTS
+# operators end in an affine-free BatchNorm, whose backward already holds its input
+# x; storing out_k = (x - mean(x)) / sqrt(var(x) + eps) as (x, eps) costs nothing,
+# and backward recomputes it (one more pass over x).
+# The 'none' operator's zeros are stored as their shape. This is ~20% of the bytes a
+# DARTS step saves for backward (bench/bench_search_step.py measures it).
+_BATCH_NORM_NODES = ("NativeBatchNormBackward0", "CudnnBatchNormBackward0", "MiopenBatchNormBackward0")
+
+
+def _pack_operator_output(tensor: torch.Tensor, zero_outputs: set[int]):
+    node = tensor.grad_fn
+    if tensor.data_ptr() in zero_outputs:
+        return ("zeros", tensor.shape, tensor.dtype, tensor.device)
+    if (type(node).__name__ in _BATCH_NORM_NODES and node._saved_training and node._saved_weight is None
+            and tensor.dim() >= 2):
+        return ("batch_norm", node._saved_input, node._saved_eps)
+    return tensor
+
+
+def _unpack_operator_output(packed) -> torch.Tensor:
+    if isinstance(packed, torch.Tensor):
+        return packed
+    if packed[0] == "zeros":
+        _, shape, dtype, device = packed
+        return torch.zeros(shape, dtype=dtype, device=device)
+    # Batch statistics of x again: a differentiable graph when backward runs with create_graph=True.
+    _, x, eps = packed
+    return F.batch_norm(x, None, None, training=True, eps=eps)
 
 
 class MixedNode(nn.Module):
@@ -30,12 +62,17 @@ class MixedNode(nn.Module):
         mode: weight mode of fastnas.ops.mixed_node (softmax, sigmoid, relu_norm, identity).
         input_stride: spatial stride from inputs[0] to the node value (2 in a reduction cell);
             gives the shape of the zeros a fully pruned node outputs.
+        recompute_outputs: keep the outputs of operators ending in an affine-free
+            BatchNorm (and of 'none') for the alpha gradient as the few numbers that
+            rebuild them from what BatchNorm saves anyway (see above); False saves them.
     """
 
     def __init__(self, num_edges: int, num_ops: int, build: Callable[[int, int], nn.Module],
-                 mode: str = "softmax", temperature: float = 1.0, input_stride: int = 1):
+                 mode: str = "softmax", temperature: float = 1.0, input_stride: int = 1,
+                 recompute_outputs: bool = True):
         super().__init__()
         self.mode, self.temperature, self.input_stride = mode, temperature, input_stride
+        self.recompute_outputs = recompute_outputs
         self.candidates = nn.ModuleDict({_key(e, k): build(e, k) for e in range(num_edges) for k in range(num_ops)})
         # On the CPU on purpose: mixed_node reads it on the host, a device copy would cost a sync.
         self.mask = torch.ones(num_edges, num_ops, dtype=torch.bool)
@@ -71,7 +108,7 @@ class MixedNode(nn.Module):
         mask = self._call_mask(mask)
         if not mask.any():
             return inputs[0][:, :, :: self.input_stride, :: self.input_stride].mul(0.0)
-        outs, relu_inputs = [], {}
+        outs, relu_inputs, zero_outputs = [], {}, set()
         for edge, op in mask.nonzero().tolist():
             module = self.candidates[_key(edge, op)]
             if getattr(module, "relu_input", False):
@@ -80,4 +117,10 @@ class MixedNode(nn.Module):
                 outs.append(module(relu_inputs[edge]))
             else:
                 outs.append(module(inputs[edge]))
-        return mixed_node(outs, alpha, mask, self.mode, self.temperature)
+            if isinstance(module, Zero):
+                zero_outputs.add(outs[-1].data_ptr())
+        if not (self.recompute_outputs and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return mixed_node(outs, alpha, mask, self.mode, self.temperature)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: _pack_operator_output(t, zero_outputs),
+                                                      _unpack_operator_output):
+            return mixed_node(outs, alpha, mask, self.mode, self.temperature)
