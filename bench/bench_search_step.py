@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
 import time
@@ -143,7 +144,8 @@ def measure(args: argparse.Namespace) -> dict:
     max_grad_diff = max((eager["grads"][k] - fused["grads"][k]).abs().max().item() for k in eager["grads"])
     for r in results.values():
         del r["grads"]
-    return {"shapes": shapes, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"shapes": shapes, "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+            "torch": torch.__version__,
             "build": fastnas.build_info(), "machine": platform.processor() or platform.machine(),
             "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.machine(),
             "eager": eager, "fused": fused, "loss_diff": abs(eager["loss"] - fused["loss"]),
