@@ -153,11 +153,13 @@ def _proxies(args: argparse.Namespace) -> int:
     names = args.proxies.split(",") if args.proxies else available_proxies()
     proxies = [get_proxy(name) for name in names]  # ValueError listing the names for an unknown one
     gt = load_ground_truth(args.gt)
+    if gt.data is not None and gt.data != args.data:
+        raise ValueError(f"data: the ground truth {args.gt} was measured on {gt.data!r}, not {args.data!r}")
     space = get_space(gt.space)
     out = Path(args.out)
     # The cached scores hold for this batch and teacher only: a folder made with others is refused.
     settings = {"data": args.data, "teacher": args.teacher, "batch_size": args.batch_size, "seed": args.seed,
-                "space": gt.space}
+                "space": gt.space, "options": gt.options}
     config_path = out / "config.json"
     if config_path.exists():
         previous = {key: json.loads(config_path.read_text()).get(key) for key in settings}
@@ -175,7 +177,7 @@ def _proxies(args: argparse.Namespace) -> int:
 
     def build(arch: str):
         return space.build(arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
-                           image_size=dataset.image_size).to(args.device)
+                           image_size=dataset.image_size, **gt.options).to(args.device)
 
     scores = score_architectures(gt, names, build, (images, labels), teacher, ScoreCache(out / "scores.jsonl"),
                                  seed=args.seed, progress=not args.quiet)

@@ -274,6 +274,10 @@ def test_fastnas_proxies_end_to_end(tmp_path, capsys):
     accuracies = [0.5, 0.7, 0.6, 0.9]
     gt = tmp_path / "gt.jsonl"
     write_gt(gt, archs, accuracies)
+    with open(gt, "a") as f:
+        f.write('{"arch": "|nor_conv_3x3~0|+|no')  # a line bench-gt is still writing: skipped
+    (tmp_path / "gt-config.json").write_text(json.dumps({"space": "nb201", "data": "digits",
+                                                         "options": {"C": 4, "N": 1}}))
     out = tmp_path / "out"
     argv = ["proxies", "--gt", str(gt), "--proxies", "params,snip", "--out", str(out), "--batch-size", "16",
             "--device", "cpu", "--quiet"]
@@ -281,7 +285,7 @@ def test_fastnas_proxies_end_to_end(tmp_path, capsys):
     table = json.loads((out / "proxy_table.json").read_text())
     assert table["architectures"] == 4 and [row["proxy"] for row in table["rows"]] == ["params", "snip"]
     params = [json.loads(line)["scores"]["params"] for line in (out / "scores.jsonl").read_text().splitlines()]
-    assert params == [space.cost(a, (1, 8, 8))["params"] for a in archs]
+    assert params == [space.cost(a, (1, 8, 8), C=4, N=1)["params"] for a in archs]  # gt-config's options
     params_row = table["rows"][0]
     assert params_row["kendall"] == pytest.approx(stats.kendalltau(params, accuracies)[0])
     assert params_row["spearman"] == pytest.approx(stats.spearmanr(params, accuracies)[0])
@@ -309,3 +313,8 @@ def test_fastnas_proxies_bad_input(tmp_path):
         main(["proxies", "--gt", str(gt), "--out", str(tmp_path / "out")])
     with pytest.raises(ValueError, match="unknown name 'zen'"):
         main(["proxies", "--gt", str(gt), "--proxies", "snip,zen", "--out", str(tmp_path / "out")])
+    write_gt(gt, ["|skip_connect~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|",
+                  "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"], [0.1, 0.2])
+    (tmp_path / "gt-config.json").write_text(json.dumps({"space": "nb201", "data": "synthetic", "options": {}}))
+    with pytest.raises(ValueError, match="data: the ground truth .* was measured on 'synthetic'"):
+        main(["proxies", "--gt", str(gt), "--out", str(tmp_path / "out")])

@@ -26,6 +26,10 @@ from ..runs import atomic_write_json
 METHODS = ("kendall", "spearman", "pearson")
 
 
+# Written by `fastnas bench-gt` beside gt.jsonl: its "options" are the space's build options (C, N, ...).
+GT_CONFIG_FILE = "gt-config.json"
+
+
 @dataclass
 class GroundTruth:
     """The distilled accuracy of N architectures of one space (mean over the seeds of a file)."""
@@ -33,16 +37,25 @@ class GroundTruth:
     space: str
     archs: list[str]
     accuracy: torch.Tensor  # [N] float64, accuracy_kd
+    options: dict  # build options of the space (from gt-config.json; {} without one)
+    data: str | None  # the dataset of the ground truth (from gt-config.json), None when unknown
 
 
 def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
-    """Reads a gt.jsonl ({arch, space, accuracy_kd, ...} per line); seeds of one arch are averaged."""
+    """Reads a gt.jsonl ({arch, space, accuracy_kd, ...} per line); seeds of one arch are averaged.
+
+    A last line without its newline is a line still being written by a running bench-gt and is skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"gt: {path} does not exist")
+    text = path.read_text()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]
     accuracies: dict[str, list[float]] = {}
     spaces = set()
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -59,7 +72,9 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
         raise ValueError(f"gt: {path} mixes the spaces {sorted(spaces)}; expected one")
     archs = list(accuracies)
     mean_accuracy = torch.tensor([sum(accuracies[a]) / len(accuracies[a]) for a in archs], dtype=torch.float64)
-    return GroundTruth(spaces.pop(), archs, mean_accuracy)
+    config_path = path.parent / GT_CONFIG_FILE
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return GroundTruth(spaces.pop(), archs, mean_accuracy, dict(config.get("options") or {}), config.get("data"))
 
 
 class ScoreCache:
