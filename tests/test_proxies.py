@@ -291,6 +291,7 @@ def test_fastnas_proxies_end_to_end(tmp_path, capsys):
     assert params_row["spearman"] == pytest.approx(stats.spearmanr(params, accuracies)[0])
     assert params_row["pearson"] == pytest.approx(stats.pearsonr(params, accuracies)[0])
     assert (out / "proxy_table.md").read_text().startswith("| proxy |")
+    assert (out / "proxy_scatter.png").stat().st_size > 0
     assert "params" in capsys.readouterr().out
 
     # A rerun with one more proxy computes only that proxy; the cached scores are kept.
