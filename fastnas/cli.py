@@ -151,7 +151,7 @@ def _proxies(args: argparse.Namespace) -> int:
     from .runs import atomic_write_json
     from .search_spaces import get_space
 
-    names = args.proxies.split(",") if args.proxies else available_proxies()
+    names = [name.strip() for name in args.proxies.split(",")] if args.proxies else available_proxies()
     proxies = [get_proxy(name) for name in names]  # ValueError listing the names for an unknown one
     gt = load_ground_truth(args.gt)
     if gt.data is not None and gt.data != args.data:
