@@ -261,6 +261,22 @@ def test_errors():
 
 # --------------------------------------------------------------------------- fastnas proxies
 
+def test_correlation_table_ranks_a_nan_score_last_and_matches_scipy():
+    from fastnas.evaluators.proxy_table import correlation_table
+
+    accuracy = [0.5, 0.1, 0.6, 0.9, 0.3]
+    scores = torch.tensor([[1.0, float("nan"), 3.0, 4.0, 0.5], [2.0, 1.0, 5.0, 3.0, 0.0]], dtype=torch.float64)
+    rows = correlation_table(["jacov", "snip"], scores, torch.tensor(accuracy, dtype=torch.float64))
+    nan_as_lowest = [1.0, -math.inf, 3.0, 4.0, 0.5]
+    assert rows[0]["kendall"] == pytest.approx(stats.kendalltau(nan_as_lowest, accuracy)[0])
+    assert rows[0]["spearman"] == pytest.approx(stats.spearmanr(nan_as_lowest, accuracy)[0])
+    assert rows[0]["pearson"] == pytest.approx(stats.pearsonr([1, 3, 4, 0.5], [0.5, 0.6, 0.9, 0.3])[0])
+    assert rows[0]["nan_scores"] == 1 and rows[1]["nan_scores"] == 0
+    for method, reference in (("kendall", stats.kendalltau), ("spearman", stats.spearmanr),
+                              ("pearson", stats.pearsonr)):
+        assert rows[1][method] == pytest.approx(reference(scores[1].tolist(), accuracy)[0])
+
+
 def write_gt(path, archs, accuracies):
     with open(path, "w") as f:
         for arch, accuracy in zip(archs, accuracies):

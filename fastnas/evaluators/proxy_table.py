@@ -123,29 +123,40 @@ def score_architectures(gt: GroundTruth, proxies: Sequence[str], build: Callable
 
 
 def correlation_table(proxies: Sequence[str], scores: torch.Tensor, accuracy: torch.Tensor) -> list[dict]:
-    """One row {proxy, kendall, spearman, pearson} per proxy (NaN where a score row is constant or not finite)."""
-    kendall = rank_corr(scores, accuracy, "kendall")
-    spearman = rank_corr(scores, accuracy, "spearman")
+    """One row {proxy, kendall, spearman, pearson, nan_scores, source} per row of scores [P, N].
+
+    A NaN score (jacov of a network whose output ignores its input) ranks below every other
+    architecture in Kendall and Spearman: the proxy could not score it, and such networks are
+    the worst. Pearson uses the finite scores only. A constant row gives NaN.
+    """
+    ranked = torch.where(torch.isnan(scores), -math.inf, scores)
+    kendall = rank_corr(ranked, accuracy, "kendall")
+    spearman = rank_corr(ranked, accuracy, "spearman")
     rows = []
     for i, proxy in enumerate(proxies):
-        finite = bool(torch.isfinite(scores[i]).all())
-        pearson = torch.corrcoef(torch.stack([scores[i], accuracy]))[0, 1].item() if finite else math.nan
+        finite = torch.isfinite(scores[i])
+        pearson = math.nan
+        if finite.sum() >= 2:
+            pearson = torch.corrcoef(torch.stack([scores[i][finite], accuracy[finite]]))[0, 1].item()
         rows.append({"proxy": proxy, "kendall": kendall[i].item(), "spearman": spearman[i].item(),
-                     "pearson": pearson, "source": get_proxy(proxy).source})
+                     "pearson": pearson, "nan_scores": int(torch.isnan(scores[i]).sum()),
+                     "source": get_proxy(proxy).source})
     return rows
 
 
 def format_markdown(rows: Sequence[dict]) -> str:
-    lines = ["| proxy | Kendall tau | Spearman rho | Pearson r |", "|---|---:|---:|---:|"]
+    lines = ["| proxy | Kendall tau | Spearman rho | Pearson r | NaN scores |", "|---|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['proxy']} | " + " | ".join(f"{row[m]:.3f}" for m in METHODS) + " |")
+        lines.append(f"| {row['proxy']} | " + " | ".join(f"{row[m]:.3f}" for m in METHODS) +
+                     f" | {row['nan_scores']} |")
     return "\n".join(lines)
 
 
 def write_tables(out: Path, rows: Sequence[dict], meta: dict) -> None:
     """OUT/proxy_table.json ({meta..., rows}), proxy_table.csv and proxy_table.md."""
     atomic_write_json(out / "proxy_table.json", {**meta, "rows": list(rows)})
-    csv_lines = ["proxy," + ",".join(METHODS)]
-    csv_lines += [f"{row['proxy']}," + ",".join(repr(row[m]) for m in METHODS) for row in rows]
+    csv_lines = ["proxy," + ",".join(METHODS) + ",nan_scores"]
+    csv_lines += [f"{row['proxy']}," + ",".join(repr(row[m]) for m in METHODS) + f",{row['nan_scores']}"
+                  for row in rows]
     (out / "proxy_table.csv").write_text("\n".join(csv_lines) + "\n")
     (out / "proxy_table.md").write_text(format_markdown(rows) + "\n")
