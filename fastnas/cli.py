@@ -145,7 +145,7 @@ def _proxies(args: argparse.Namespace) -> int:
     from .data import batches, load_data
     from .distill import load_teacher
     from .evaluators.proxy_table import (ScoreCache, correlation_table, format_markdown, load_ground_truth,
-                                         score_architectures, write_tables)
+                                         nan_as_lowest, score_architectures, write_tables)
     from .plots import plot_proxy_scatter
     from .proxies import available_proxies, get_proxy, network_outputs
     from .runs import atomic_write_json
@@ -184,7 +184,7 @@ def _proxies(args: argparse.Namespace) -> int:
                                  seed=args.seed, progress=not args.quiet)
     rows = correlation_table(names, scores, gt.accuracy)
     write_tables(out, rows, {**settings, "gt": str(args.gt), "architectures": len(gt.archs)})
-    plot_proxy_scatter(rows, scores, gt.accuracy, out / "proxy_scatter.png")
+    plot_proxy_scatter(rows, nan_as_lowest(scores), gt.accuracy, out / "proxy_scatter.png")
     print(f"{len(gt.archs)} {gt.space} architectures of {args.gt}, correlation with accuracy_kd:")
     print(format_markdown(rows))
     print(f"wrote {out / 'proxy_table.json'} (.csv, .md), proxy_scatter.png and the scores in scores.jsonl")

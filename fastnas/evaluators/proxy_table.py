@@ -122,14 +122,22 @@ def score_architectures(gt: GroundTruth, proxies: Sequence[str], build: Callable
     return torch.tensor([[cache.scores[(arch, p)] for arch in gt.archs] for p in proxies], dtype=torch.float64)
 
 
+def nan_as_lowest(scores: torch.Tensor) -> torch.Tensor:
+    """scores with NaN replaced by -inf, the ranking convention of `correlation_table`.
+
+    A NaN score (jacov of a network whose output ignores its input) ranks below every other
+    architecture: the proxy could not score it, and such networks are the worst.
+    """
+    return torch.where(torch.isnan(scores), -math.inf, scores)
+
+
 def correlation_table(proxies: Sequence[str], scores: torch.Tensor, accuracy: torch.Tensor) -> list[dict]:
     """One row {proxy, kendall, spearman, pearson, nan_scores, source} per row of scores [P, N].
 
-    A NaN score (jacov of a network whose output ignores its input) ranks below every other
-    architecture in Kendall and Spearman: the proxy could not score it, and such networks are
-    the worst. Pearson uses the finite scores only. A constant row gives NaN.
+    Kendall and Spearman rank NaN scores lowest (`nan_as_lowest`); Pearson uses the finite scores
+    only. A constant row gives NaN.
     """
-    ranked = torch.where(torch.isnan(scores), -math.inf, scores)
+    ranked = nan_as_lowest(scores)
     kendall = rank_corr(ranked, accuracy, "kendall")
     spearman = rank_corr(ranked, accuracy, "spearman")
     rows = []
