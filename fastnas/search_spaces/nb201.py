@@ -25,7 +25,7 @@ import random
 import torch
 import torch.nn as nn
 
-from .darts_ops import ReLUConvBN, make_op
+from ..nn.darts_ops import ReLUConvBN, make_op
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4  # node 0 is the cell input, node 3 its output
