@@ -1,10 +1,11 @@
-"""One whole DARTS search step: the reference code's eager MixedOp against fastnas, time, memory and op counts.
+"""One whole search step: the reference code's eager MixedOp against fastnas, time, memory and op counts.
 
-A step is first-order DARTS: an architecture update (validation batch: forward,
-backward, Adam on the alphas) then a weight update (training batch: forward,
-backward, SGD with momentum), on the standard super-network (8 cells, 8
-operators, 4 nodes). Both implementations run the very same modules and
-parameters; they differ only in how a node combines its candidates:
+Two steps (see SearchStep): first-order DARTS (an architecture update on a
+validation batch, then a weight update on a training batch) on the standard
+super-network (8 cells, 8 operators, 4 nodes), and DNAD's single-level step with
+the AT loss from a frozen teacher. Both implementations run the very same
+modules and parameters; they differ only in how a node combines its candidates
+(and, for DNAD, in the AT loss: eager reference vs fused op):
 
 - eager: what quark0/darts model_search.py does. Every edge is a MixedOp
   ``sum(w * op(x) for w, op in zip(weights, ops))`` with a softmax per edge, and
@@ -17,7 +18,7 @@ each still checks that the two give the same loss and gradients). Running the
 file writes the full comparison, with saved-tensor bytes and profiler op
 counts, as JSON:
 
-    python bench/bench_search_step.py [--batch 32] [--size 16] [--C 16] [--steps 5] [--out FILE]
+    python bench/bench_search_step.py [--methods darts,dnad] [--batch 32] [--size 16] [--C 16] [--steps 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,62 +37,96 @@ import torch
 import torch.nn.functional as F
 
 import fastnas
+from fastnas.distill import ATLoss, Teacher, TeacherResNet, losses
 from fastnas.nn import MixedNode
 from fastnas.nn.cost import count_saved_bytes
-from fastnas.search_spaces import SuperNetwork
+from fastnas.ops import _reference
+from fastnas.ops._reference import mixed_node_weights
+from fastnas.search_spaces import DARTS_PRIMITIVES, SuperNetwork
+from fastnas.strategies.dnad import AUTHORS_CIFAR_OPS
+from fastnas.strategies.snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
 
 def reference_node_forward(node: MixedNode, inputs, alpha: torch.Tensor) -> torch.Tensor:
-    """DARTS's Cell + MixedOp for one node: a Python sum over edges of sum(w * op(x)), one ReLU per operator."""
-    weights = F.softmax(alpha / node.temperature, dim=-1)
+    """DARTS's Cell + MixedOp for one node: a Python sum over edges of sum(w * op(x)), one ReLU per operator.
+
+    The weights are the node's mode of them (softmax per edge for DARTS, relu_norm per node for DNAD).
+    """
+    weights = mixed_node_weights(alpha, node.mask, node.mode, node.temperature)
     total = 0
-    for edge, x in enumerate(inputs):
-        for op, w in enumerate(weights[edge]):
-            module = node.candidates[f"{edge}_{op}"]
-            total = total + w * module(F.relu(x) if getattr(module, "relu_input", False) else x)
+    for edge, op in node.live:
+        module = node.candidates[f"{edge}_{op}"]
+        x = inputs[edge]
+        total = total + weights[edge, op] * module(F.relu(x) if getattr(module, "relu_input", False) else x)
     return total
 
 
 @contextlib.contextmanager
 def reference_mixed_ops() -> Iterator[None]:
-    """Inside the block every MixedNode computes like the DARTS reference code."""
-    fused = MixedNode.forward
-    MixedNode.forward = reference_node_forward
+    """Inside the block every MixedNode computes like the DARTS reference code, and AT losses are eager."""
+    fused = MixedNode.forward, losses.ops.at_loss
+    MixedNode.forward, losses.ops.at_loss = reference_node_forward, _reference.at_loss
     try:
         yield
     finally:
-        MixedNode.forward = fused
+        MixedNode.forward, losses.ops.at_loss = fused
 
 
 class SearchStep:
-    """First-order DARTS step on fixed batches; `run()` does one, `losses()` its two losses."""
+    """One search step on fixed batches; `run()` does one, `gradients()` the training loss and its gradients.
 
-    def __init__(self, C: int = 16, layers: int = 8, batch: int = 32, size: int = 16, seed: int = 0,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32):
+    method "darts": first-order DARTS, an architecture step on the validation batch (Adam 3e-4)
+    then a weight step on the training batch (SGD 0.025, momentum 0.9, clip 5).
+    method "dnad": DNAD's single-level step on its 3 CIFAR operators: (CE + AT from a frozen teacher)
+    * (1 + gamma S) + gamma mu S on one batch, Adam on the weights and SGD on the per-cell alphas
+    (relu_norm weights).
+    """
+
+    def __init__(self, method: str = "darts", C: int = 16, layers: int = 8, batch: int = 32, size: int = 16,
+                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32):
         torch.manual_seed(seed)
-        self.net = SuperNetwork(C, 10, layers, 4, in_channels=3).to(device, dtype)
-        self.weight_optimizer = torch.optim.SGD(self.net.weight_parameters(), 0.025, momentum=0.9,
-                                                weight_decay=3e-4)
-        self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), 3e-4, betas=(0.5, 0.999),
-                                               weight_decay=1e-3)
+        self.method = method
+        dnad = method == "dnad"
+        self.net = SuperNetwork(C, 10, layers, 4, AUTHORS_CIFAR_OPS if dnad else DARTS_PRIMITIVES, in_channels=3,
+                                mode="relu_norm" if dnad else "softmax", alpha_per_cell=dnad,
+                                alpha_init=2.0 if dnad else None).to(device, dtype)
+        if dnad:
+            self.teacher = Teacher(TeacherResNet(3, 10).to(device, dtype), (3, size, size))
+            self.at_loss, self.shrinking = ATLoss(), ProgressiveShrinking(SNPSConfig())
+            self.weight_optimizer = torch.optim.Adam(self.net.weight_parameters(), 5e-4, betas=(0.5, 0.999),
+                                                     weight_decay=3e-4)
+            self.arch_optimizer = torch.optim.SGD(self.net.arch_parameters(), 0.2)
+        else:
+            self.weight_optimizer = torch.optim.SGD(self.net.weight_parameters(), 0.025, momentum=0.9,
+                                                    weight_decay=3e-4)
+            self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), 3e-4, betas=(0.5, 0.999),
+                                                   weight_decay=1e-3)
         generator = torch.Generator().manual_seed(seed + 1)
-        self.train_batch = (torch.randn(batch, 3, size, size, generator=generator, dtype=dtype).to(device),
-                            torch.randint(0, 10, (batch,), generator=generator).to(device))
-        self.val_batch = (torch.randn(batch, 3, size, size, generator=generator, dtype=dtype).to(device),
-                          torch.randint(0, 10, (batch,), generator=generator).to(device))
+        self.train_batch, self.val_batch = [
+            (torch.randn(batch, 3, size, size, generator=generator, dtype=dtype).to(device),
+             torch.randint(0, 10, (batch,), generator=generator).to(device)) for _ in range(2)]
 
     def loss(self, batch) -> torch.Tensor:
         images, labels = batch
-        return F.cross_entropy(self.net(images)[0], labels)
+        logits, features = self.net(images)
+        loss = F.cross_entropy(logits, labels)
+        if self.method == "dnad":
+            loss = loss + self.at_loss(features, self.teacher(images)[1])
+            loss = self.shrinking.loss(loss, sparsity_entropy(self.net.node_weights()), warm_up=False)
+        return loss
 
     def run(self) -> None:
-        self.arch_optimizer.zero_grad(set_to_none=True)
-        self.loss(self.val_batch).backward()
-        self.arch_optimizer.step()
         self.weight_optimizer.zero_grad(set_to_none=True)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        if self.method == "darts":
+            self.loss(self.val_batch).backward()
+            self.arch_optimizer.step()
+            self.weight_optimizer.zero_grad(set_to_none=True)
         self.loss(self.train_batch).backward()
         torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), 5.0)
         self.weight_optimizer.step()
+        if self.method == "dnad":
+            self.arch_optimizer.step()
 
     def gradients(self) -> tuple[float, dict[str, torch.Tensor]]:
         """The training loss and d loss / d every parameter (weights and alphas), no update."""
@@ -118,24 +153,24 @@ def op_counts(step: SearchStep) -> dict[str, int]:
     return counts
 
 
-def measure(args: argparse.Namespace) -> dict:
-    """The comparison written by `python bench/bench_search_step.py`."""
-    shapes = dict(C=args.C, layers=args.layers, batch=args.batch, size=args.size, device=args.device)
+def measure(method: str, C: int, layers: int, batch: int, size: int, device: str, steps: int) -> dict:
+    """One method's comparison as written by `python bench/bench_search_step.py`."""
+    shapes = dict(C=C, layers=layers, batch=batch, size=size, device=device)
     results = {}
     for name in ("eager", "fused"):
         with implementation(name):
-            step = SearchStep(**shapes)
+            step = SearchStep(method, **shapes)
             loss, grads = step.gradients()
             saved = count_saved_bytes(lambda: step.loss(step.train_batch))
             step.run()  # warm-up
             counts = op_counts(step)
             times = []
-            for _ in range(args.steps):
-                if args.device == "cuda":
+            for _ in range(steps):
+                if device == "cuda":
                     torch.cuda.synchronize()
                 started = time.perf_counter()
                 step.run()
-                if args.device == "cuda":
+                if device == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - started)
         results[name] = {"loss": loss, "grads": grads, "median_step_s": statistics.median(times),
@@ -144,10 +179,9 @@ def measure(args: argparse.Namespace) -> dict:
     max_grad_diff = max((eager["grads"][k] - fused["grads"][k]).abs().max().item() for k in eager["grads"])
     for r in results.values():
         del r["grads"]
-    return {"shapes": shapes, "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-            "torch": torch.__version__,
-            "build": fastnas.build_info(), "machine": platform.processor() or platform.machine(),
-            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.machine(),
+    return {"method": method, "shapes": shapes, "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg(), "torch": torch.__version__, "build": fastnas.build_info(),
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.machine(),
             "eager": eager, "fused": fused, "loss_diff": abs(eager["loss"] - fused["loss"]),
             "max_grad_diff": max_grad_diff,
             "ratios": {"speedup": eager["median_step_s"] / fused["median_step_s"],
@@ -157,46 +191,49 @@ def measure(args: argparse.Namespace) -> dict:
 
 # ------------------------------------------------------------------ pytest-benchmark
 
+METHODS = ["darts", "dnad"]
 BENCH_SHAPES = dict(C=16, layers=8, batch=32, size=16)
-TEST_SHAPES = dict(C=4, layers=3, batch=4, size=8)  # CI (--benchmark-disable): the check only
+TEST_SHAPES = dict(C=4, layers=3, batch=4, size=8)  # CI (--benchmark-disable): the checks only
 
 
-@pytest.fixture(scope="module")
-def same_step_checked():
+@pytest.mark.parametrize("method", METHODS)
+def test_same_loss_and_gradients(method):
     """Both implementations give the same loss and gradients (float64, small super-network)."""
     results = {}
     for name in ("eager", "fused"):
         with implementation(name):
-            results[name] = SearchStep(**TEST_SHAPES, dtype=torch.float64).gradients()
+            results[name] = SearchStep(method, **TEST_SHAPES, dtype=torch.float64).gradients()
     (eager_loss, eager_grads), (fused_loss, fused_grads) = results["eager"], results["fused"]
     assert abs(eager_loss - fused_loss) < 1e-10
     for key in eager_grads:
         torch.testing.assert_close(fused_grads[key], eager_grads[key], rtol=1e-7, atol=1e-10, msg=key)
-    return True
 
 
 @pytest.mark.parametrize("impl", ["eager", "fused"])
-def test_search_step(benchmark, same_step_checked, impl):
+@pytest.mark.parametrize("method", METHODS)
+def test_search_step(benchmark, method, impl):
     shapes = TEST_SHAPES if benchmark.disabled else BENCH_SHAPES
     with implementation(impl):
-        step = SearchStep(**shapes)
-        benchmark.group = "darts-search-step"
-        benchmark.extra_info.update(shapes, impl=impl)
+        step = SearchStep(method, **shapes)
+        benchmark.group = f"{method}-search-step"
+        benchmark.extra_info.update(shapes, method=method, impl=impl)
         benchmark(step.run)
 
 
-def test_eager_saves_more_for_backward(same_step_checked):
-    """The shared ReLU already saves less than one ReLU per operator (exact byte counts are in the JSON)."""
+@pytest.mark.parametrize("method", METHODS)
+def test_fused_saves_less_for_backward(method):
+    """Shared ReLUs and recomputed operator outputs (the byte counts at real sizes are in the JSON)."""
     saved = {}
     for name in ("eager", "fused"):
         with implementation(name):
-            step = SearchStep(**TEST_SHAPES)
+            step = SearchStep(method, **TEST_SHAPES)
             saved[name] = count_saved_bytes(lambda: step.loss(step.train_batch))
-    assert saved["fused"] < saved["eager"]
+    assert saved["fused"] < 0.8 * saved["eager"]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--C", type=int, default=16)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
@@ -204,9 +241,11 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="JSON file (default: print only)")
-    result = measure(parser.parse_args())
+    args = parser.parse_args()
+    result = [measure(method, args.C, args.layers, args.batch, args.size, args.device, args.steps)
+              for method in args.methods.split(",")]
     text = json.dumps(result, indent=1)
     print(text)
-    if result["shapes"] and parser.parse_args().out:
-        with open(parser.parse_args().out, "w") as f:
+    if args.out:
+        with open(args.out, "w") as f:
             f.write(text)
