@@ -5,15 +5,79 @@
 #include <torch/library.h>
 
 #include "../common/mixed_node.h"
+#include "simd.h"
 
 namespace fastnas {
 namespace {
 
-// Elements handled per inner block: small enough that the block of the result
-// (or of the incoming gradient) stays in L1 while every operator streams past.
+// Elements handled per inner block: the block of the result (or of the incoming
+// gradient) stays in L2 while the operators stream past.
 constexpr int64_t kBlock = 32768;
 // Independent partial sums per dot product (a multiple of any SIMD width).
 constexpr int kLanes = 16;
+
+// ---- The loops (restrict parameters: no aliasing checks; cloned per ISA, see simd.h).
+
+template <typename T>
+FASTNAS_ALWAYS_INLINE void scale_impl(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) out[x] = w * a[x];
+}
+
+// Four operators per pass over the result: one pass per operator re-reads the
+// result L times, and L streams at the same page offset thrash the L1 sets.
+template <typename T>
+FASTNAS_ALWAYS_INLINE void add_scaled4_impl(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b,
+                                            const T* __restrict__ c, const T* __restrict__ d, const T* w,
+                                            int64_t n) {
+  const T wa = w[0], wb = w[1], wc = w[2], wd = w[3];
+  for (int64_t x = 0; x < n; ++x) out[x] += wa * a[x] + wb * b[x] + wc * c[x] + wd * d[x];
+}
+
+template <typename T>
+FASTNAS_ALWAYS_INLINE void add_scaled_impl(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) out[x] += w * a[x];
+}
+
+// grad_out = w * grad; returns sum(grad * out) (kLanes partial sums the compiler vectorizes).
+template <typename T>
+FASTNAS_ALWAYS_INLINE double scale_and_dot_impl(T* __restrict__ grad_out, const T* __restrict__ grad,
+                                                const T* __restrict__ out, T w, int64_t n) {
+  T lanes[kLanes] = {};
+  int64_t x = 0;
+  for (; x + kLanes <= n; x += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      grad_out[x + k] = w * grad[x + k];
+      lanes[k] += grad[x + k] * out[x + k];
+    }
+  }
+  double dot = 0;
+  for (int k = 0; k < kLanes; ++k) dot += lanes[k];
+  for (; x < n; ++x) {
+    grad_out[x] = w * grad[x];
+    dot += grad[x] * out[x];
+  }
+  return dot;
+}
+
+#define FASTNAS_MIXED_NODE_LOOPS(T)                                                                         \
+  FASTNAS_CPU_CLONES void scale(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {           \
+    scale_impl(out, a, w, n);                                                                             \
+  }                                                                                                       \
+  FASTNAS_CPU_CLONES void add_scaled4(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, \
+                                      const T* __restrict__ c, const T* __restrict__ d, const T* w,          \
+                                      int64_t n) {                                                        \
+    add_scaled4_impl(out, a, b, c, d, w, n);                                                              \
+  }                                                                                                       \
+  FASTNAS_CPU_CLONES void add_scaled(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {      \
+    add_scaled_impl(out, a, w, n);                                                                        \
+  }                                                                                                       \
+  FASTNAS_CPU_CLONES double scale_and_dot(T* __restrict__ grad_out, const T* __restrict__ grad,           \
+                                          const T* __restrict__ out, T w, int64_t n) {                    \
+    return scale_and_dot_impl(grad_out, grad, out, w, n);                                                 \
+  }
+FASTNAS_MIXED_NODE_LOOPS(float)
+FASTNAS_MIXED_NODE_LOOPS(double)
+#undef FASTNAS_MIXED_NODE_LOOPS
 
 std::vector<double> live_alpha_values(const at::Tensor& alpha, const MixedNodePlan& plan) {
   const auto flat = alpha.detach().to(at::kCPU, at::kDouble).contiguous();
@@ -50,17 +114,12 @@ at::Tensor mixed_node_cpu(at::TensorList outs, const at::Tensor& alpha, const at
     at::parallel_for(0, numel, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
       for (int64_t lo = begin; lo < end; lo += kBlock) {
         const int64_t n = std::min(end, lo + kBlock) - lo;
-        scalar_t* __restrict__ out = dst + lo;
-        // Locals with __restrict__: without them the compiler must assume that
-        // `out` aliases the weights or pointers and cannot vectorize the loops.
-        const scalar_t* __restrict__ first = src[0] + lo;
-        const scalar_t w0 = weight[0];
-        for (int64_t x = 0; x < n; ++x) out[x] = w0 * first[x];
-        for (int i = 1; i < L; ++i) {
-          const scalar_t* __restrict__ in = src[i] + lo;
-          const scalar_t w = weight[i];
-          for (int64_t x = 0; x < n; ++x) out[x] += w * in[x];
+        scale(dst + lo, src[0] + lo, weight[0], n);
+        int i = 1;
+        for (; i + 4 <= L; i += 4) {
+          add_scaled4(dst + lo, src[i] + lo, src[i + 1] + lo, src[i + 2] + lo, src[i + 3] + lo, &weight[i], n);
         }
+        for (; i < L; ++i) add_scaled(dst + lo, src[i] + lo, weight[i], n);
       }
     });
   });
@@ -90,27 +149,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cpu(
       auto& dots = partial_dots[at::get_thread_num()];
       for (int64_t lo = begin; lo < end; lo += kBlock) {
         const int64_t n = std::min(end, lo + kBlock) - lo;
-        const scalar_t* __restrict__ gb = g + lo;
         for (int i = 0; i < L; ++i) {
-          const scalar_t* __restrict__ o = inputs[i].data_ptr<scalar_t>() + lo;
-          scalar_t* __restrict__ go = grad_outs[i].data_ptr<scalar_t>() + lo;
-          const scalar_t w_i = static_cast<scalar_t>(w[i]);
-          // kLanes independent partial sums: the compiler vectorizes these, not one += chain.
-          scalar_t lanes[kLanes] = {};
-          int64_t x = 0;
-          for (; x + kLanes <= n; x += kLanes) {
-            for (int k = 0; k < kLanes; ++k) {
-              go[x + k] = w_i * gb[x + k];
-              lanes[k] += gb[x + k] * o[x + k];
-            }
-          }
-          double block_dot = 0;
-          for (int k = 0; k < kLanes; ++k) block_dot += lanes[k];
-          for (; x < n; ++x) {
-            go[x] = w_i * gb[x];
-            block_dot += gb[x] * o[x];
-          }
-          dots[i] += block_dot;
+          dots[i] += scale_and_dot(grad_outs[i].data_ptr<scalar_t>() + lo, g + lo,
+                                   inputs[i].data_ptr<scalar_t>() + lo, static_cast<scalar_t>(w[i]), n);
         }
       }
     });
