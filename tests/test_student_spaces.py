@@ -35,7 +35,8 @@ def test_samples_round_trip_and_are_deterministic(name):
 def test_nb201_canonical_order_and_full_enumeration():
     space = get_space("nb201")
     shuffled = "|skip_connect~0|+|none~1|nor_conv_1x1~0|+|avg_pool_3x3~2|nor_conv_3x3~0|none~1|"
-    assert space.validate(shuffled) == "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|"
+    canonical = "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|"
+    assert space.validate(shuffled) == canonical
     archs = nb201.all_archs()
     assert len(archs) == 5 ** 6 == len(set(archs))
     assert ALL_NONE in archs and ALL_CONV in archs
@@ -45,7 +46,8 @@ def test_nb201_canonical_order_and_full_enumeration():
     ("nb201", "|nor_conv_3x3~0|+|none~0|none~1|", "expected 3 nodes"),
     ("nb201", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown operation 'conv' in node 1"),
     ("nb201", "|none~0|+|none~0|none~0|+|none~0|none~1|none~2|", "node 2 takes node 0 twice"),
-    ("nb201", "|none~0|+|none~0|+|none~0|none~1|none~2|", r"node 2 needs one edge from each of nodes 0..1, missing \[1\]"),
+    ("nb201", "|none~0|+|none~0|+|none~0|none~1|none~2|",
+     r"node 2 needs one edge from each of nodes 0..1, missing \[1\]"),
     ("nb201", "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "node 1 can only take nodes 0..0"),
     ("nb201", "|none0|+|none~0|none~1|+|none~0|none~1|none~2|", "must be 'op~input'"),
     ("nb201", "none~0+|none~0|none~1|+|none~0|none~1|none~2|", "node 1 must be written"),

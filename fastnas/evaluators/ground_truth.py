@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -246,7 +246,7 @@ def merge_shards(out: str | os.PathLike) -> tuple[Path, int]:
     for path in [out / GT_FILE, *shards]:
         for record in read_records(path):
             by_arch.setdefault(record["arch"], record)
-    records = sorted(by_arch.values(), key=lambda r: (r.get("index") is None, r.get("index") or 0))
+    records = sorted(by_arch.values(), key=lambda r: r["index"])
     path = out / GT_FILE
     atomic_write_bytes(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
     return path, len(records)
