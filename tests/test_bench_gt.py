@@ -59,6 +59,7 @@ def test_resume_after_a_kill_mid_line_equals_the_uninterrupted_run(full_run, tea
     half_line = json.dumps(full_run[2])[:25]
     with open(path, "a") as f:
         f.write(half_line)  # ... while writing the third
+    assert len(read_records(path)) == 2 and path.read_text().endswith(half_line)  # readers leave the file alone
     resumed = read_records(run(tiny(teacher_spec), out))
     assert without_time(resumed) == without_time(full_run)
     assert path.read_text().count("\n") == N and path.read_text().endswith("}\n")

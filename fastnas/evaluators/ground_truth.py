@@ -13,8 +13,8 @@ test accuracy in [0, 1] after KD, ``accuracy`` the test accuracy of plain traini
 (only with ``no_kd_too``), ``seconds`` the wall-clock time of that line (building, training, testing).
 
 Crash safety: each line is appended, flushed and fsynced on its own, so a killed
-run loses at most the architecture in flight; a torn last line is cut off when
-the file is read again. Re-running on the same folder (same settings) skips the
+run loses at most the architecture in flight; a torn last line is ignored by
+readers and cut off when the run resumes. Re-running on the same folder (same settings) skips the
 architectures already there. Sharding: shard ``rank`` of ``world`` trains the
 sample indices ``i % world == rank`` into ``gt.shard-RANK-of-WORLD.jsonl``;
 ``merge_shards`` joins the shard files into ``gt.jsonl``.
@@ -126,15 +126,19 @@ def sample_architectures(space: str, n: int, seed: int) -> list[str]:
     return list(archs)
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """The JSON lines of `path` ([] if it does not exist). A torn last line (a write killed midway,
-    no final newline) is cut off the file; a malformed complete line is an error."""
+def read_records(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """The JSON lines of `path` ([] if it does not exist); a malformed complete line is an error.
+
+    A torn last line (no final newline: a write killed midway, or one in progress in another
+    process) is left out; with `repair` (only the process that appends to the file) it is also
+    cut off the file, so the next append starts on a fresh line.
+    """
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
     complete = data[:data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
+    if repair and len(complete) != len(data):
         with open(path, "r+b") as f:
             f.truncate(len(complete))
             f.flush()
@@ -214,7 +218,7 @@ def build_ground_truth(config: GroundTruthConfig, out: str | os.PathLike, rank: 
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, config)
     path = out / output_name(rank, world)
-    done = {record["arch"] for record in read_records(path)}
+    done = {record["arch"] for record in read_records(path, repair=True)}
     pending = [i for i in todo if archs[i] not in done]
     if pending:
         dataset = load_data(config.data)
