@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"SNPS {name} (default: {SNPS_DEFAULT_HELP[name]})")
     dnad.set_defaults(run=_dnad)
 
-    train = sub.add_parser("train", help="retrain a genotype from scratch and report test accuracy",
+    train = sub.add_parser("train", help="train a genotype or a space architecture from scratch; report test accuracy",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(train, out_required=False)
     train.add_argument("--genotype", help="genotype JSON written by a search (or --space with --arch)")
