@@ -241,7 +241,8 @@ def _bench_gt(args: argparse.Namespace) -> int:
         raise ValueError("bench-gt: give --space and --out (or --merge OUT to join shard files)")
     if args.resume and not (Path(args.out) / CONFIG_FILE).exists():
         raise FileNotFoundError(f"resume: no {CONFIG_FILE} in {args.out} to resume from")
-    config = GroundTruthConfig(space=args.space, data=args.data, n=args.n, seed=args.seed, teacher=args.teacher,
+    config = GroundTruthConfig(space=args.space, data=args.data, n=args.n, seed=args.seed,
+                               train_seed=args.train_seed, teacher=args.teacher,
                                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, ce_rate=args.ce_rate,
                                kd_rate=args.kd_rate, no_kd_too=args.no_kd_too, options=_space_options(args))
     rank, world = parse_shard(args.shard) if args.shard is not None else (0, 1)
@@ -261,6 +262,8 @@ def _add_bench_gt_parsers(sub) -> None:
     _add_common(gt, out_required=False)
     gt.add_argument("--space", help="student space: nb201 | resnet | pit")
     gt.add_argument("--n", type=int, default=60, help="distinct architectures to sample (seeded by --seed)")
+    gt.add_argument("--train-seed", type=int, default=None, help="seed of the students' initial weights and "
+                    "batch order (default: --seed); another value retrains the same sample")
     gt.add_argument("--teacher", default="builtin", help="builtin | checkpoint:PATH | torchscript:PATH | "
                     "torchvision:NAME:WEIGHTS.pt")
     gt.add_argument("--epochs", type=int, default=None, help="per student; default 6 on digits/synthetic, else 30")

@@ -65,6 +65,12 @@ def test_resume_after_a_kill_mid_line_equals_the_uninterrupted_run(full_run, tea
     assert path.read_text().count("\n") == N and path.read_text().endswith("}\n")
 
 
+def test_train_seed_retrains_the_same_sample(full_run, teacher_spec, tmp_path):
+    records = read_records(run(tiny(teacher_spec, n=2, train_seed=5), tmp_path / "seed5"))
+    assert [r["arch"] for r in records] == [r["arch"] for r in full_run[:2]]
+    assert [r["seed"] for r in records] == [5, 5] and [r["seed"] for r in full_run] == [0] * N
+
+
 def test_rerun_of_a_finished_folder_trains_nothing(full_run, teacher_spec, tmp_path):
     out = tmp_path / "again"
     path = run(tiny(teacher_spec, n=1), out)

@@ -8,7 +8,8 @@ and appends one line per architecture to ``OUT/gt.jsonl``:
 
     {"index", "arch", "space", "params", "flops", "accuracy_kd", ["accuracy"], "seed", "epochs", "seconds"}
 
-``index`` is the architecture's position in the sample list, ``accuracy_kd`` the
+``index`` is the architecture's position in the sample list, ``seed`` the training
+seed (``train_seed``, by default the sampling seed), ``accuracy_kd`` the
 test accuracy in [0, 1] after KD, ``accuracy`` the test accuracy of plain training
 (only with ``no_kd_too``), ``seconds`` the wall-clock time of that line (building, training, testing).
 
@@ -64,7 +65,8 @@ class GroundTruthConfig:
     space: str
     data: str = "digits"
     n: int = 60
-    seed: int = 0
+    seed: int = 0  # draws the sample (and trains it, unless train_seed is given)
+    train_seed: int | None = None  # initial weights and batch order; None: seed
     teacher: str = "builtin"
     epochs: int | None = None  # None: DEFAULT_EPOCHS by data kind
     batch_size: int = 64
@@ -78,6 +80,8 @@ class GroundTruthConfig:
         self.options = get_space(self.space).check_options(self.options)
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"n: expected at least 1 architecture, got {self.n!r}")
+        if self.train_seed is None:
+            self.train_seed = self.seed
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS.get(self.data.partition(":")[0], DEFAULT_EPOCHS_OTHER)
         self.train_config(kd=True)  # validates epochs, batch_size, lr and the rates
@@ -86,8 +90,8 @@ class GroundTruthConfig:
         """The training settings of one student, with KD or plain (cross-entropy only)."""
         if kd:
             return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, kd="soft",
-                               kd_rate=self.kd_rate, ce_rate=self.ce_rate, seed=self.seed)
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+                               kd_rate=self.kd_rate, ce_rate=self.ce_rate, seed=self.train_seed)
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.train_seed)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -180,7 +184,7 @@ def train_student(arch: str, config: GroundTruthConfig, dataset, teacher, device
                   index: int | None = None) -> dict:
     """Distills one architecture (and trains it plainly with no_kd_too); returns its gt.jsonl record.
 
-    Every model is built after ``torch.manual_seed(config.seed)``, so a student gets the same
+    Every model is built after ``torch.manual_seed(config.train_seed)``, so a student gets the same
     initial weights whatever ran before it (resumed and sharded runs reproduce unsharded ones).
     """
     started = time.time()
@@ -188,7 +192,7 @@ def train_student(arch: str, config: GroundTruthConfig, dataset, teacher, device
     input_shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
 
     def fresh_model():
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.train_seed)
         return space.build(arch, dataset.num_classes, dataset.in_channels, image_size=dataset.image_size,
                            **config.options)
 
@@ -200,7 +204,7 @@ def train_student(arch: str, config: GroundTruthConfig, dataset, teacher, device
     if config.no_kd_too:
         result = train_network(fresh_model(), dataset, config.train_config(kd=False), None, device, progress=False)
         record["accuracy"] = result["test_accuracy"]
-    record.update(seed=config.seed, epochs=config.epochs, seconds=round(time.time() - started, 3))
+    record.update(seed=config.train_seed, epochs=config.epochs, seconds=round(time.time() - started, 3))
     return record
 
 
