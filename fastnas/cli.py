@@ -1,4 +1,4 @@
-"""The `fastnas` command line: `fastnas demo`, `fastnas bench`."""
+"""The `fastnas` command line: `fastnas demo`, `fastnas bench`, `fastnas bench-gt`."""
 
 from __future__ import annotations
 
@@ -88,21 +88,39 @@ def _dnad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _space_options(args: argparse.Namespace) -> dict:
+    """The student-space options given on the command line (--C, --N, --patch-size)."""
+    given = {"C": args.C, "N": args.N, "patch_size": args.patch_size}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _train(args: argparse.Namespace) -> int:
     from .data import load_data
     from .distill import load_teacher
     from .evaluators import TrainConfig, train_network
     from .nn.cost import count_flops, count_params
     from .runs import RunFolder
-    from .search_spaces import DiscreteNetwork, Genotype
+    from .search_spaces import DiscreteNetwork, Genotype, get_space
 
-    genotype = Genotype.load(args.genotype)
+    if (args.genotype is None) == (args.space is None) or (args.space is None) != (args.arch is None):
+        raise ValueError("train: give either --genotype JSON or --space NAME with --arch STRING")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kd=args.kd,
-                         kd_rate=args.kd_rate, seed=args.seed)
+                         kd_rate=args.kd_rate, ce_rate=args.ce_rate, seed=args.seed)
     dataset = load_data(args.data)
     torch.manual_seed(args.seed)
-    C = args.C or genotype.meta.get("C", 16)
-    model = DiscreteNetwork(genotype, C, dataset.num_classes, layers=args.layers, in_channels=dataset.in_channels)
+    if args.genotype is not None:
+        if args.N is not None or args.patch_size is not None:
+            raise ValueError("train: --N and --patch-size are student-space options; use them with --space")
+        genotype = Genotype.load(args.genotype)
+        C = args.C or genotype.meta.get("C", 16)
+        model = DiscreteNetwork(genotype, C, dataset.num_classes, layers=args.layers, in_channels=dataset.in_channels)
+        described = {"genotype": str(args.genotype)}
+    else:
+        space = get_space(args.space)
+        arch = space.validate(args.arch)
+        model = space.build(arch, dataset.num_classes, dataset.in_channels, image_size=dataset.image_size,
+                            **space.check_options(_space_options(args)))
+        described = {"space": space.name, "arch": arch}
     input_shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
     params, flops = count_params(model), count_flops(model, input_shape)
     teacher = None if args.kd == "none" else load_teacher(args.teacher, dataset, args.device, progress=not args.quiet)
@@ -111,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
         settings = {key: value for key, value in vars(args).items() if key != "run"}
         run.write_config({**settings, "params": params, "flops": flops})
     result = train_network(model, dataset, config, teacher, args.device, run, progress=not args.quiet)
-    result.update(params=params, flops=flops, genotype=str(args.genotype), data=args.data, kd=args.kd)
+    result.update(params=params, flops=flops, **described, data=args.data, kd=args.kd)
     if run is not None:
         run.write_json("result.json", result)
     print(f"test accuracy {100 * result['test_accuracy']:.2f}% | {params:,} params | {flops:,} FLOPs | "
@@ -244,19 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"SNPS {name} (default: {SNPS_DEFAULT_HELP[name]})")
     dnad.set_defaults(run=_dnad)
 
-    train = sub.add_parser("train", help="retrain a genotype from scratch and report test accuracy",
+    train = sub.add_parser("train", help="train a genotype or a space architecture from scratch; report test accuracy",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(train, out_required=False)
-    train.add_argument("--genotype", required=True, help="genotype JSON written by a search")
+    train.add_argument("--genotype", help="genotype JSON written by a search (or --space with --arch)")
+    train.add_argument("--space", help="student space: nb201 | resnet | pit (with --arch)")
+    train.add_argument("--arch", help="architecture string of --space, e.g. '|nor_conv_3x3~0|+|...|'")
     train.add_argument("--teacher", default="builtin")
     train.add_argument("--kd", choices=["at", "feature", "soft", "none"], default="none")
     train.add_argument("--kd-rate", type=float, default=1.0)
-    train.add_argument("--C", type=int, default=None, help="initial channels (default: the search's)")
+    train.add_argument("--ce-rate", type=float, default=1.0, help="weight of the cross-entropy")
+    train.add_argument("--C", type=int, default=None, help="initial channels (default: the search's; nb201: 16)")
+    train.add_argument("--N", type=int, default=None, help="cells per stage (nb201 only; default 5)")
+    train.add_argument("--patch-size", type=int, default=None, help="patch size (pit only; default by image size)")
     train.add_argument("--layers", type=int, default=None, help="cells (DARTS genotypes only)")
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--lr", type=float, default=0.05)
     train.set_defaults(run=_train)
+
+    _add_bench_gt_parsers(sub)
 
     bench = sub.add_parser("bench", help="time the fused ops against eager PyTorch and torch.compile")
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
@@ -268,6 +293,62 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
     _add_proxies_parsers(sub)
     return parser
+
+
+def _bench_gt(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .evaluators import GroundTruthConfig, build_ground_truth, merge_shards, parse_shard
+    from .evaluators.ground_truth import CONFIG_FILE, read_records
+
+    if args.merge:
+        path, count = merge_shards(args.merge)
+        print(f"merged {count} architectures into {path}")
+        return 0
+    if args.space is None or args.out is None:
+        raise ValueError("bench-gt: give --space and --out (or --merge OUT to join shard files)")
+    if args.resume and not (Path(args.out) / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"resume: no {CONFIG_FILE} in {args.out} to resume from")
+    config = GroundTruthConfig(space=args.space, data=args.data, n=args.n, seed=args.seed,
+                               train_seed=args.train_seed, teacher=args.teacher,
+                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, ce_rate=args.ce_rate,
+                               kd_rate=args.kd_rate, no_kd_too=args.no_kd_too, options=_space_options(args))
+    rank, world = parse_shard(args.shard) if args.shard is not None else (0, 1)
+    started = time.time()
+    path = build_ground_truth(config, args.out, rank, world, args.device, progress=not args.quiet,
+                              log=(lambda _: None) if args.quiet else tqdm.write)
+    records = read_records(path)
+    accuracies = [r["accuracy_kd"] for r in records]
+    print(f"{path}: {len(records)} architectures, KD accuracy {min(accuracies, default=0):.4f} to "
+          f"{max(accuracies, default=0):.4f}, {time.time() - started:.0f}s in this run")
+    return 0
+
+
+def _add_bench_gt_parsers(sub) -> None:
+    gt = sub.add_parser("bench-gt", help="ground truth for proxy search: distill n sampled students of a space",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(gt, out_required=False)
+    gt.add_argument("--space", help="student space: nb201 | resnet | pit")
+    gt.add_argument("--n", type=int, default=60, help="distinct architectures to sample (seeded by --seed)")
+    gt.add_argument("--train-seed", type=int, default=None, help="seed of the students' initial weights and "
+                    "batch order (default: --seed); another value retrains the same sample")
+    gt.add_argument("--teacher", default="builtin", help="builtin | checkpoint:PATH | torchscript:PATH | "
+                    "torchvision:NAME:WEIGHTS.pt")
+    gt.add_argument("--epochs", type=int, default=None, help="per student; default 6 on digits/synthetic, else 30")
+    gt.add_argument("--batch-size", type=int, default=64)
+    gt.add_argument("--lr", type=float, default=0.05)
+    gt.add_argument("--ce-rate", type=float, default=0.1, help="weight of the cross-entropy (DisWOT: 0.1)")
+    gt.add_argument("--kd-rate", type=float, default=0.9, help="weight of the soft-target KD loss (DisWOT: 0.9)")
+    gt.add_argument("--no-kd-too", action="store_true", help="also train each student without KD ('accuracy')")
+    gt.add_argument("--C", type=int, default=None, help="nb201 only: initial channels (default 16)")
+    gt.add_argument("--N", type=int, default=None, help="nb201 only: cells per stage (default 5)")
+    gt.add_argument("--patch-size", type=int, default=None, help="pit only: patch size (default by image size)")
+    gt.add_argument("--shard", metavar="I/N", help="train only the architectures with index %% N == I into "
+                    "gt.shard-I-of-N.jsonl")
+    gt.add_argument("--merge", metavar="OUT", help="merge OUT/gt.shard-*.jsonl into OUT/gt.jsonl and exit")
+    gt.set_defaults(run=_bench_gt)
 
 
 def main(argv: list[str] | None = None) -> int:

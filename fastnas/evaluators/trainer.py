@@ -32,6 +32,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     kd: str = "none"          # at | feature | soft | none
     kd_rate: float = 1.0
+    ce_rate: float = 1.0      # weight of the cross-entropy; DisWOT's KD benchmark uses 0.1 CE + 0.9 KD
     seed: int = 0
 
     def __post_init__(self):
@@ -40,8 +41,9 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr: expected > 0, got {self.lr}")
-        if self.kd_rate < 0:
-            raise ValueError(f"kd_rate: expected >= 0, got {self.kd_rate}")
+        for name in ("kd_rate", "ce_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
 
 
 @torch.no_grad()
@@ -115,7 +117,7 @@ def train_network(model: nn.Module, dataset: Dataset, config: TrainConfig, teach
                 teacher_logits, teacher_features = teacher(images)
                 kd = kd_loss(logits, features, teacher_logits, teacher_features)
             optimizer.zero_grad(set_to_none=True)
-            (loss + config.kd_rate * kd).backward()
+            (config.ce_rate * loss + config.kd_rate * kd).backward()
             nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             scheduler.step()

@@ -26,10 +26,12 @@ from . import nb201, pit, resnet
 class StudentSpace:
     """A family of student networks addressed by compact architecture strings.
 
-    Subclasses set ``name`` and implement ``sample``, ``validate`` and ``build``.
+    Subclasses set ``name`` and ``options`` (the keyword options their ``build`` takes besides
+    ``image_size``) and implement ``sample``, ``validate`` and ``build``.
     """
 
     name: str = ""
+    options: tuple[str, ...] = ()
 
     def sample(self, rng: random.Random) -> str:
         """A random architecture (canonical string), drawn with `rng` only (deterministic in its seed)."""
@@ -48,6 +50,14 @@ class StudentSpace:
         """
         raise NotImplementedError
 
+    def check_options(self, options: dict) -> dict:
+        """`options` for ``build``, or a ValueError naming an option this space does not take."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: the {self.name} space takes only the options "
+                             f"{list(self.options) or 'none'}")
+        return dict(options)
+
     def cost(self, arch: str, input_shape: tuple[int, int, int], num_classes: int = 10, **kw) -> dict:
         """{"params": int, "flops": int} of `arch` on one input of `input_shape` (C, H, W), FLOPs as MACs."""
         model = self.build(arch, num_classes, input_shape[0], image_size=input_shape[-1], **kw)
@@ -61,6 +71,7 @@ class NB201Space(StudentSpace):
     """NAS-Bench-201 cells (see fastnas.search_spaces.nb201); options C (default 16) and N (default 5)."""
 
     name = "nb201"
+    options = ("C", "N")
 
     def sample(self, rng: random.Random) -> str:
         return nb201.sample_arch(rng)
@@ -93,6 +104,7 @@ class PiTSpace(StudentSpace):
     """Pooling-based vision transformers (see fastnas.search_spaces.pit); options image_size, patch_size."""
 
     name = "pit"
+    options = ("patch_size",)
 
     def sample(self, rng: random.Random) -> str:
         return pit.sample_arch(rng)
