@@ -30,7 +30,7 @@ import csv
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..ops import rank_corr
 from ..proxies.inputs import NetworkOutputs, ProxyInputs, collect, network_outputs
-from ..proxies.program import Program, mutate, random_program, score_population, valid_rows
+from ..proxies.program import PARTS, Program, check_parts, mutate, random_program, score_population, valid_rows
 from ..runs import RunFolder
 
 PAPER_TRAIN_FRACTION = 4 / 7  # ViT-Bench: validation and test sets in a 4:3 ratio
@@ -53,6 +53,7 @@ class ProxySearchConfig:
     elite: int = 5  # k (paper)
     seed: int = 0
     max_draws: int = 200  # random draws allowed to find one valid program (our choice)
+    parts: tuple[str, ...] = PARTS  # which program parts may appear (the paper's ablation: one alone)
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -65,6 +66,8 @@ class ProxySearchConfig:
             raise ValueError(f"elite: expected 1 <= elite <= population ({self.population}), got {self.elite}")
         if self.max_draws < 1:
             raise ValueError(f"max_draws: expected >= 1, got {self.max_draws}")
+        self.parts = tuple(self.parts)
+        check_parts(self.parts)
 
 
 def fitness(programs: Sequence[Program], architectures: Sequence[ProxyInputs], target: torch.Tensor,
@@ -121,7 +124,7 @@ class ProxySearch:
         """`count` random programs with a fitness, drawn (and scored) in batches of `count`."""
         found: list[tuple[Program, float]] = []
         for _ in range(self.config.max_draws):
-            programs = [random_program(self.rng) for _ in range(count - len(found))]
+            programs = [random_program(self.rng, self.config.parts) for _ in range(count - len(found))]
             found += [(p, f) for p, f in zip(programs, self._fitness(programs)) if f == f]
             if len(found) == count:
                 return found
@@ -160,7 +163,7 @@ class ProxySearch:
         drawn = self.rng.sample(self.population, max(1, round(c.ratio * len(self.population))))
         elite = sorted(drawn, key=lambda member: member[1], reverse=True)[:c.elite]
         parent = self.rng.choice(elite)[0]
-        child, baseline = mutate(parent, self.rng), random_program(self.rng)
+        child, baseline = mutate(parent, self.rng, c.parts), random_program(self.rng, c.parts)
         child_fitness, baseline_fitness = self._fitness([child, baseline])
         kept = None
         # A NaN fitness compares False, so an invalid offspring never wins and an invalid baseline never joins.
@@ -187,7 +190,9 @@ class ProxySearch:
         """
         c = self.config
         folder = self.run_folder
-        if folder is not None and folder.checkpoint_path.exists():
+        if self.population:  # a second call continues this object's search
+            self.log(f"continuing at iteration {self.iteration}")
+        elif folder is not None and folder.checkpoint_path.exists():
             self._restore(folder.load_checkpoint())
             folder.truncate_metrics(self.iteration)
             self.log(f"resumed at iteration {self.iteration}")
@@ -328,6 +333,8 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
     run = RunFolder(out, resume=resume)
     fit_index, held_index = split_indices(len(rows), train_fraction, config.seed)
     dataset, images, labels, teacher_out = _setup(data, teacher, batch_size, config.seed, device, progress)
+    if teacher_out is None:
+        config = replace(config, parts=("instinct",))  # interaction parts read the teacher
     started = time.time()
     inputs = collect_architectures(lambda arch: space.build(arch, dataset.num_classes, dataset.in_channels),
                                    [row["arch"] for row in rows], images, labels, teacher_out, config.seed, progress)
