@@ -205,6 +205,71 @@ def _add_common(parser: argparse.ArgumentParser, out_required: bool = True) -> N
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _proxies(args: argparse.Namespace) -> int:
+    from .data import batches, load_data
+    from .distill import load_teacher
+    from .evaluators.proxy_table import (ScoreCache, correlation_table, format_markdown, load_ground_truth,
+                                         score_architectures, write_tables)
+    from .plots import plot_proxy_scatter
+    from .proxies import available_proxies, get_proxy, network_outputs
+    from .runs import atomic_write_json
+    from .search_spaces import get_space
+
+    names = [name.strip() for name in args.proxies.split(",")] if args.proxies else available_proxies()
+    proxies = [get_proxy(name) for name in names]  # ValueError listing the names for an unknown one
+    gt = load_ground_truth(args.gt)
+    if gt.data is not None and gt.data != args.data:
+        raise ValueError(f"data: the ground truth {args.gt} was measured on {gt.data!r}, not {args.data!r}")
+    space = get_space(gt.space)
+    out = Path(args.out)
+    # The cached scores hold for this batch and teacher only: a folder made with others is refused.
+    settings = {"data": args.data, "teacher": args.teacher, "batch_size": args.batch_size, "seed": args.seed,
+                "space": gt.space, "options": gt.options}
+    config_path = out / "config.json"
+    if config_path.exists():
+        previous = {key: json.loads(config_path.read_text()).get(key) for key in settings}
+        if previous != settings:
+            raise ValueError(f"out: {out} holds scores for {previous}, not {settings}; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config_path, {**settings, "gt": str(args.gt), "proxies": names})
+
+    dataset = load_data(args.data)
+    images, labels = next(batches(dataset.train, args.batch_size, shuffle=True, seed=args.seed, drop_last=True))
+    images, labels = images.to(args.device), labels.to(args.device)
+    teacher = None
+    if any(p.needs_teacher for p in proxies):
+        teacher = network_outputs(load_teacher(args.teacher, dataset, args.device, progress=not args.quiet), images)
+
+    def build(arch: str):
+        return space.build(arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
+                           image_size=dataset.image_size, **gt.options).to(args.device)
+
+    scores = score_architectures(gt, names, build, (images, labels), teacher, ScoreCache(out / "scores.jsonl"),
+                                 seed=args.seed, progress=not args.quiet)
+    rows = correlation_table(names, scores, gt.accuracy)
+    write_tables(out, rows, {**settings, "gt": str(args.gt), "architectures": len(gt.archs)})
+    plot_proxy_scatter(rows, scores, gt.accuracy, out / "proxy_scatter.png")
+    print(f"{len(gt.archs)} {gt.space} architectures of {args.gt}, correlation with accuracy_kd:")
+    print(format_markdown(rows))
+    print(f"wrote {out / 'proxy_table.json'} (.csv, .md), proxy_scatter.png and the scores in scores.jsonl")
+    return 0
+
+
+def _add_proxies_parsers(sub) -> None:
+    proxies = sub.add_parser("proxies", help="rank correlation of training-free proxies with a ground truth",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    proxies.add_argument("--gt", required=True, help="gt.jsonl written by fastnas bench-gt")
+    proxies.add_argument("--data", default="digits", help="dataset of the proxy batch (that of the ground truth)")
+    proxies.add_argument("--teacher", default="builtin", help="teacher of the distillation-aware proxies")
+    proxies.add_argument("--proxies", default=None, help="comma-separated names (default: every registered proxy)")
+    proxies.add_argument("--out", default="runs/proxies", help="folder of the tables and the score cache")
+    proxies.add_argument("--batch-size", type=int, default=128, help="images of the one proxy batch")
+    proxies.add_argument("--seed", type=int, default=0, help="batch draw and every student's initialization")
+    proxies.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    proxies.add_argument("--quiet", action="store_true", help="no progress bar")
+    proxies.set_defaults(run=_proxies)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(run=_bench)
     _add_autodas_parsers(sub)
+    _add_proxies_parsers(sub)
     return parser
 
 

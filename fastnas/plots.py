@@ -84,6 +84,27 @@ def plot_cells(genotype: Genotype, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_proxy_scatter(rows: list[dict], scores, accuracy, path: Path) -> None:
+    """One panel per proxy: distilled accuracy against the architecture's rank by the proxy.
+
+    rows: `correlation_table` rows (proxy, kendall, ...) in the order of the rows of scores [P, N];
+    accuracy [N]. Ranks, not raw scores, since proxies span many orders of magnitude (synflow ~1e20).
+    """
+    columns = min(4, len(rows))
+    fig, axes = plt.subplots(math.ceil(len(rows) / columns), columns, figsize=(3.2 * columns, 2.8 * math.ceil(
+        len(rows) / columns)), squeeze=False)
+    for ax, row, row_scores in zip(axes.flat, rows, scores):
+        ranks = row_scores.argsort().argsort() + 1  # NaN scores sort last
+        ax.scatter(ranks.tolist(), [100 * a for a in accuracy.tolist()], s=12)
+        ax.set(title=f"{row['proxy']}  tau={row['kendall']:.2f}", xlabel="proxy rank (1 = lowest)",
+               ylabel="KD accuracy (%)")
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_proxy_fitness(metrics: list[dict], path: Path) -> None:
     """Auto-DAS proxy search: best and mean fitness (Kendall tau on the fitting split) per iteration,
     and the best program's held-out Kendall tau when logged."""

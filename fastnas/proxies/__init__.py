@@ -1,5 +1,8 @@
-"""Training-free proxies: the tensors they read (`inputs`), the registered baselines and Auto-DAS programs."""
+"""Training-free proxies: the tensors they read (`inputs`), the registry, the baselines and Auto-DAS programs."""
 
 from .inputs import NetworkOutputs, ProxyInputs, collect, network_outputs
+from .registry import Proxy, available_proxies, get_proxy, register_proxy, score, score_many
+from . import baselines  # noqa: E402,F401  (registers the baseline proxies)
 
-__all__ = ["NetworkOutputs", "ProxyInputs", "collect", "network_outputs"]
+__all__ = ["NetworkOutputs", "ProxyInputs", "collect", "network_outputs",
+           "Proxy", "available_proxies", "get_proxy", "register_proxy", "score", "score_many"]

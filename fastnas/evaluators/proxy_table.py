@@ -1,0 +1,151 @@
+"""`fastnas proxies`: how well each training-free proxy ranks the architectures of a ground truth.
+
+Every architecture of a ground-truth file (``gt.jsonl`` of ``fastnas bench-gt``) is built
+with a fixed seed and scored by every proxy on the same real training batch, the teacher's
+outputs computed once; then Kendall tau, Spearman rho and Pearson r of each proxy against the
+distilled accuracy. Scores are appended to ``OUT/scores.jsonl`` as they are computed, so a
+rerun (after an interruption, or with more proxies) computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..ops import rank_corr
+from ..proxies import NetworkOutputs, get_proxy, score_many
+from ..runs import atomic_write_json
+
+METHODS = ("kendall", "spearman", "pearson")
+
+
+# Written by `fastnas bench-gt` beside gt.jsonl: its "options" are the space's build options (C, N, ...).
+GT_CONFIG_FILE = "gt-config.json"
+
+
+@dataclass
+class GroundTruth:
+    """The distilled accuracy of N architectures of one space (mean over the seeds of a file)."""
+
+    space: str
+    archs: list[str]
+    accuracy: torch.Tensor  # [N] float64, accuracy_kd
+    options: dict  # build options of the space (from gt-config.json; {} without one)
+    data: str | None  # the dataset of the ground truth (from gt-config.json), None when unknown
+
+
+def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
+    """Reads a gt.jsonl ({arch, space, accuracy_kd, ...} per line); seeds of one arch are averaged.
+
+    A last line without its newline is a line still being written by a running bench-gt and is skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"gt: {path} does not exist")
+    text = path.read_text()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]
+    accuracies: dict[str, list[float]] = {}
+    spaces = set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            arch, space, accuracy = record["arch"], record["space"], float(record["accuracy_kd"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"gt: line {number} of {path} is not a JSON object with arch, space and a numeric "
+                             f"accuracy_kd ({error})") from None
+        spaces.add(space)
+        accuracies.setdefault(arch, []).append(accuracy)
+    if len(accuracies) < 2:
+        raise ValueError(f"gt: {path} holds {len(accuracies)} architecture(s); correlations need at least 2")
+    if len(spaces) != 1:
+        raise ValueError(f"gt: {path} mixes the spaces {sorted(spaces)}; expected one")
+    archs = list(accuracies)
+    mean_accuracy = torch.tensor([sum(accuracies[a]) / len(accuracies[a]) for a in archs], dtype=torch.float64)
+    config_path = path.parent / GT_CONFIG_FILE
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return GroundTruth(spaces.pop(), archs, mean_accuracy, dict(config.get("options") or {}), config.get("data"))
+
+
+class ScoreCache:
+    """Scores already computed, one JSON line {arch, scores: {proxy: value}} per architecture pass."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.scores: dict[tuple[str, str], float] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by an interruption: recomputed
+                for proxy, value in record["scores"].items():
+                    self.scores[(record["arch"], proxy)] = value
+
+    def missing(self, arch: str, proxies: Sequence[str]) -> list[str]:
+        return [p for p in proxies if (arch, p) not in self.scores]
+
+    def add(self, arch: str, scores: dict[str, float]) -> None:
+        # NaN/inf are written as JSON's NaN/Infinity, which json.loads reads back.
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"arch": arch, "scores": scores}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.scores.update({(arch, p): v for p, v in scores.items()})
+
+
+def score_architectures(gt: GroundTruth, proxies: Sequence[str], build: Callable[[str], nn.Module],
+                        batch: tuple[torch.Tensor, torch.Tensor], teacher: NetworkOutputs | None,
+                        cache: ScoreCache, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """Scores [P, N] (float64) of `proxies` on the architectures of `gt`.
+
+    `build(arch)` makes the network; the global RNG is seeded with `seed` before each build so
+    an architecture's initial weights do not depend on the order or on what the cache held.
+    """
+    from tqdm import tqdm
+
+    for arch in tqdm(gt.archs, disable=not progress, desc="proxies", unit="arch"):
+        todo = cache.missing(arch, proxies)
+        if todo:
+            torch.manual_seed(seed)
+            cache.add(arch, score_many(todo, build(arch), batch, teacher))
+    return torch.tensor([[cache.scores[(arch, p)] for arch in gt.archs] for p in proxies], dtype=torch.float64)
+
+
+def correlation_table(proxies: Sequence[str], scores: torch.Tensor, accuracy: torch.Tensor) -> list[dict]:
+    """One row {proxy, kendall, spearman, pearson} per proxy (NaN where a score row is constant or not finite)."""
+    kendall = rank_corr(scores, accuracy, "kendall")
+    spearman = rank_corr(scores, accuracy, "spearman")
+    rows = []
+    for i, proxy in enumerate(proxies):
+        finite = bool(torch.isfinite(scores[i]).all())
+        pearson = torch.corrcoef(torch.stack([scores[i], accuracy]))[0, 1].item() if finite else math.nan
+        rows.append({"proxy": proxy, "kendall": kendall[i].item(), "spearman": spearman[i].item(),
+                     "pearson": pearson, "source": get_proxy(proxy).source})
+    return rows
+
+
+def format_markdown(rows: Sequence[dict]) -> str:
+    lines = ["| proxy | Kendall tau | Spearman rho | Pearson r |", "|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['proxy']} | " + " | ".join(f"{row[m]:.3f}" for m in METHODS) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(out: Path, rows: Sequence[dict], meta: dict) -> None:
+    """OUT/proxy_table.json ({meta..., rows}), proxy_table.csv and proxy_table.md."""
+    atomic_write_json(out / "proxy_table.json", {**meta, "rows": list(rows)})
+    csv_lines = ["proxy," + ",".join(METHODS)]
+    csv_lines += [f"{row['proxy']}," + ",".join(repr(row[m]) for m in METHODS) for row in rows]
+    (out / "proxy_table.csv").write_text("\n".join(csv_lines) + "\n")
+    (out / "proxy_table.md").write_text(format_markdown(rows) + "\n")
