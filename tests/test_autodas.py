@@ -417,3 +417,11 @@ def test_search_proxy_and_student_commands(tmp_path):
     assert top[0]["score"] >= top[1]["score"]
     with pytest.raises(FileNotFoundError, match="proxy"):
         search_student(str(tmp_path / "none.json"), "nb201", tmp_path / "s2", n=2, teacher="none")
+
+
+def test_registered_proxy_ranks_students(tmp_path):
+    top = search_student("name:synflow", "nb201", tmp_path / "synflow", n=3, top_k=3, teacher="none",
+                         batch_size=8, progress=False)
+    assert [row["rank"] for row in top] == [1, 2, 3] and top[0]["score"] >= top[2]["score"]
+    with pytest.raises(ValueError, match="unknown name"):
+        search_student("name:nope", "nb201", tmp_path / "nope", n=2, teacher="none")

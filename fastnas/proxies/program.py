@@ -177,16 +177,23 @@ def random_interaction(rng: random.Random) -> Interaction:
 PARTS = ("both", "instinct", "interaction")
 
 
-def random_program(rng: random.Random) -> Program:
-    """A uniformly drawn program: which parts, then every node uniformly among its ops."""
-    parts = rng.choice(PARTS)
+def check_parts(parts: Sequence[str]) -> None:
+    if not parts or any(p not in PARTS for p in parts):
+        raise ValueError(f"parts: expected a non-empty subset of {PARTS}, got {list(parts)}")
+
+
+def random_program(rng: random.Random, parts: Sequence[str] = PARTS) -> Program:
+    """A uniformly drawn program: which parts (among `parts`), then every node uniformly among its ops."""
+    check_parts(parts)
+    parts = rng.choice(list(parts))
     return Program(instinct=random_instinct(rng) if parts != "interaction" else None,
                    interaction=random_interaction(rng) if parts != "instinct" else None)
 
 
-def _nodes(program: Program) -> list[str]:
-    """The mutable nodes of `program`: which parts it has, and every input / op of each part."""
-    nodes = ["parts"]
+def _nodes(program: Program, can_switch_parts: bool) -> list[str]:
+    """The mutable nodes of `program`: which parts it has (when another is allowed), and every
+    input / op of each part."""
+    nodes = ["parts"] if can_switch_parts else []
     if program.instinct is not None:
         nodes += ["instinct.input0", "instinct.input1", "instinct.binary", "instinct.reduction"]
         nodes += [f"instinct.unary{b}{i}" for b in range(2) for i in range(UNARY_PER_BRANCH)]
@@ -200,17 +207,18 @@ def _replace_item(items: tuple, index: int, value) -> tuple:
     return items[:index] + (value,) + items[index + 1:]
 
 
-def mutate(program: Program, rng: random.Random) -> Program:
+def mutate(program: Program, rng: random.Random, parts: Sequence[str] = PARTS) -> Program:
     """Algorithm 1's MUTATE: one node of the graph drawn at random gets a new random op or input.
 
-    The `parts` node switches to another combination of parts (a part that appears is drawn
-    at random). The result always differs from `program`.
+    The `parts` node switches to another combination of parts among `parts` (a part that
+    appears is drawn at random). The result always differs from `program`.
     """
-    node = rng.choice(_nodes(program))
+    check_parts(parts)
+    current = "both" if program.instinct and program.interaction else \
+        "instinct" if program.instinct else "interaction"
+    node = rng.choice(_nodes(program, can_switch_parts=any(p != current for p in parts)))
     if node == "parts":
-        current = "both" if program.instinct and program.interaction else \
-            "instinct" if program.instinct else "interaction"
-        parts = rng.choice([p for p in PARTS if p != current])
+        parts = rng.choice([p for p in parts if p != current])
         return Program(instinct=None if parts == "interaction" else program.instinct or random_instinct(rng),
                        interaction=None if parts == "instinct" else program.interaction or random_interaction(rng))
     part_name, field = node.split(".")

@@ -284,7 +284,11 @@ def teacher_outputs(teacher: torch.nn.Module | None, images: torch.Tensor) -> Ne
 
 
 # --- training-free student search -------------------------------------------------------------------
-def rank_students(scorer: Callable[[torch.nn.Module, ProxyInputs], float], build: Callable[[str], torch.nn.Module],
+# A scorer: (model, images, labels, the model's ProxyInputs) -> score.
+Scorer = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, ProxyInputs], float]
+
+
+def rank_students(scorer: Scorer, build: Callable[[str], torch.nn.Module],
                   archs: Sequence[str], images: torch.Tensor, labels: torch.Tensor,
                   teacher: NetworkOutputs | None, seed: int = 0, done: dict[str, float] | None = None,
                   on_scored: Callable[[str, float], None] = lambda arch, value: None,
@@ -298,7 +302,7 @@ def rank_students(scorer: Callable[[torch.nn.Module, ProxyInputs], float], build
             continue
         torch.manual_seed(seed)
         model = build(arch).to(images.device)
-        scores[arch] = float(scorer(model, collect(model, images, labels, teacher)))
+        scores[arch] = float(scorer(model, images, labels, collect(model, images, labels, teacher)))
         on_scored(arch, scores[arch])
     ranked = [(arch, scores[arch]) for arch in archs]
     return sorted(ranked, key=lambda item: (item[1] != item[1], -item[1] if item[1] == item[1] else 0.0))
@@ -357,26 +361,28 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
     return result
 
 
-def load_proxy(spec: str) -> Callable[[torch.nn.Module, ProxyInputs], float]:
-    """A scorer from `spec`: a proxy.json of search-proxy (or a bare program JSON) path, or
-    ``name:NAME`` of a registered proxy (fastnas.proxies registry) scoring ProxyInputs."""
+def load_proxy(spec: str) -> Scorer:
+    """A scorer ``(model, images, labels, inputs) -> float`` from `spec`: the path of a proxy.json of
+    search-proxy (or of a bare program JSON), or ``name:NAME`` of a registered proxy
+    (fastnas.proxies registry, e.g. name:autodas_nb201 or name:diswot)."""
+    from ..proxies import get_proxy
     from ..proxies.program import score
 
     if spec.startswith("name:"):
-        from .. import proxies
-
-        name = spec[len("name:"):]
-        registry_score = getattr(proxies, "score_inputs", None)
-        if registry_score is None:
-            raise ValueError(f"proxy: {spec!r} needs the fastnas.proxies registry (score_inputs), "
-                             "which this build lacks; pass a proxy.json")
-        return lambda inputs: registry_score(name, inputs)
+        proxy = get_proxy(spec[len("name:"):])
+        if proxy.reads == "inputs":
+            return lambda model, images, labels, inputs: float(proxy.function(inputs))
+        # The model is a fresh network built for scoring only, so the proxy may run its own passes on it.
+        return lambda model, images, labels, inputs: float(proxy.function(model, images, labels))
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"proxy: {path} does not exist (write it with `fastnas autodas search-proxy`)")
-    data = json.loads(path.read_text())
-    program = Program.from_dict(data["program"] if "program" in data else data)
-    return lambda model, inputs: score(program, inputs)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"proxy: {path} is not JSON ({error})") from None
+    program = Program.from_dict(data["program"] if isinstance(data, dict) and "program" in data else data)
+    return lambda model, images, labels, inputs: score(program, inputs)
 
 
 def parse_count(text: str) -> int:
