@@ -16,7 +16,7 @@ from fastnas.proxies.autodas_ops import BINARY_OPS, DISTANCES, TRANSFORMS, UNARY
 from fastnas.proxies.program import (Instinct, Interaction, Program, mutate, random_program, score,
                                      score_population, valid_rows)
 from fastnas.runs import RunFolder
-from fastnas.strategies.autodas import (ProxySearch, ProxySearchConfig, fitness, load_ground_truth, parse_count,
+from fastnas.strategies.autodas import (ProxySearch, ProxySearchConfig, fitness, parse_count, search_proxy,
                                         search_student, split_indices)
 
 E = math.e
@@ -369,15 +369,20 @@ def test_bad_config(kw, message):
 
 def test_bad_ground_truth(tmp_path, archs):
     with pytest.raises(FileNotFoundError, match="gt"):
-        load_ground_truth(tmp_path / "missing.jsonl")
+        search_proxy(tmp_path / "missing.jsonl", tmp_path / "out", small_config(), teacher="none")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(ValueError, match="0 architectures"):
-        load_ground_truth(empty)
+    with pytest.raises(ValueError, match="0 architecture"):
+        search_proxy(empty, tmp_path / "out", small_config(), teacher="none")
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps({"arch": f"a{i}", "space": "nb201", "accuracy_kd": i / 10}) + "\n"
+                           for i in range(4)))
+    with pytest.raises(ValueError, match="at least 6"):
+        search_proxy(few, tmp_path / "out", small_config(), teacher="none")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"arch": "x"}\n')
+    bad.write_text('{"arch": "x", "space": "nb201"}\n')
     with pytest.raises(ValueError, match="accuracy_kd"):
-        load_ground_truth(bad)
+        search_proxy(bad, tmp_path / "out", small_config(), teacher="none")
     with pytest.raises(ValueError, match="one accuracy per architecture"):
         ProxySearch(small_config(), archs, torch.arange(3.0))
     with pytest.raises(ValueError, match="not all equal"):

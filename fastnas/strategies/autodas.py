@@ -221,49 +221,16 @@ class ProxySearch:
 
 
 # --- ground truth and cached inputs ------------------------------------------------------------------
-def load_ground_truth(path: str | Path, key: str = "accuracy_kd") -> list[dict]:
-    """The lines of a gt.jsonl (`fastnas bench-gt`): dicts with at least "arch" and `key`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"gt: {path} does not exist (write it with `fastnas bench-gt`)")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"gt: line {number} of {path} is not JSON ({error})") from None
-        if not isinstance(row, dict) or "arch" not in row or not isinstance(row.get(key), (int, float)):
-            raise ValueError(f"gt: line {number} of {path} needs 'arch' and a number '{key}', got {line[:200]}")
-        rows.append(row)
-    if len(rows) < 6:
-        raise ValueError(f"gt: {path} holds {len(rows)} architectures; the proxy search needs at least 6 "
-                         "(3 to fit, 3 held out)")
-    return rows
-
-
 def split_indices(n: int, train_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A random (seeded) split of range(n) into a fitting part and a held-out part, both of >= 3."""
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction: expected a fraction in (0, 1), got {train_fraction}")
+    if n < 6:
+        raise ValueError(f"gt: {n} architectures; the proxy search needs at least 6 (3 to fit, 3 held out)")
     order = list(range(n))
     random.Random(seed).shuffle(order)
     cut = min(max(3, round(train_fraction * n)), n - 3)
-    if cut < 3:
-        raise ValueError(f"gt: {n} architectures cannot give 3 to fit and 3 held out")
     return sorted(order[:cut]), sorted(order[cut:])
-
-
-def proxy_batch(dataset, batch_size: int, seed: int, device: str | torch.device = "cpu"
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One real training batch (images [B, C, H, W], labels [B]), drawn with `seed`."""
-    n = len(dataset.train)
-    if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size: expected 1..{n} (the training images), got {batch_size}")
-    index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:batch_size]
-    index = index.to(dataset.train.labels.device)
-    return dataset.train.images[index].to(device), dataset.train.labels[index].to(device)
 
 
 def collect_architectures(build: Callable[[str], torch.nn.Module], archs: Sequence[str], images: torch.Tensor,
@@ -310,12 +277,18 @@ def rank_students(scorer: Scorer, build: Callable[[str], torch.nn.Module],
 
 # --- the two commands, as functions -----------------------------------------------------------------
 def _setup(data: str, teacher_spec: str, batch_size: int, seed: int, device: str, progress: bool):
-    """The dataset, the proxy batch and the teacher's outputs on it (one teacher forward)."""
-    from ..data import load_data
+    """The dataset, the proxy batch and the teacher's outputs on it (one teacher forward).
+
+    The batch is the first training batch of seed `seed`, the one `fastnas proxies` scores on.
+    """
+    from ..data import batches, load_data
     from ..distill import load_teacher
 
     dataset = load_data(data)
-    images, labels = proxy_batch(dataset, batch_size, seed, device)
+    if not 1 <= batch_size <= len(dataset.train):
+        raise ValueError(f"batch_size: expected 1..{len(dataset.train)} (the training images), got {batch_size}")
+    images, labels = next(batches(dataset.train, batch_size, shuffle=True, seed=seed, drop_last=True))
+    images, labels = images.to(device), labels.to(device)
     teacher = None if teacher_spec == "none" else load_teacher(teacher_spec, dataset, device, progress=progress)
     return dataset, images, labels, teacher_outputs(teacher, images)
 
@@ -326,24 +299,28 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
                  log: Callable[[str], None] = print) -> dict:
     """`fastnas autodas search-proxy`: Algorithm 1 on a gt.jsonl; writes proxy.json, proxy.txt,
     fitness.png, metrics.jsonl, result.json and checkpoint.pt into `out`. Returns the result dict."""
+    from ..evaluators.proxy_table import load_ground_truth
     from ..plots import plot_proxy_fitness
     from ..search_spaces import get_space
 
-    rows = load_ground_truth(gt)
-    spaces = {row.get("space", "nb201") for row in rows}
-    if len(spaces) != 1:
-        raise ValueError(f"gt: all architectures must come from one space, got {sorted(spaces)}")
-    space = get_space(spaces.pop())
+    truth = load_ground_truth(gt)
+    if truth.data is not None and truth.data != data:
+        raise ValueError(f"data: the ground truth {gt} was measured on {truth.data!r}, not {data!r}")
+    space = get_space(truth.space)
+    fit_index, held_index = split_indices(len(truth.archs), train_fraction, config.seed)
     run = RunFolder(out, resume=resume)
-    fit_index, held_index = split_indices(len(rows), train_fraction, config.seed)
     dataset, images, labels, teacher_out = _setup(data, teacher, batch_size, config.seed, device, progress)
     if teacher_out is None:
         config = replace(config, parts=("instinct",))  # interaction parts read the teacher
+
+    def build(arch: str) -> torch.nn.Module:
+        return space.build(arch, dataset.num_classes, dataset.in_channels, image_size=dataset.image_size,
+                           **truth.options)
+
     started = time.time()
-    inputs = collect_architectures(lambda arch: space.build(arch, dataset.num_classes, dataset.in_channels),
-                                   [row["arch"] for row in rows], images, labels, teacher_out, config.seed, progress)
+    inputs = collect_architectures(build, truth.archs, images, labels, teacher_out, config.seed, progress)
     collect_seconds = time.time() - started
-    accuracy = torch.tensor([float(row["accuracy_kd"]) for row in rows], dtype=torch.float64)
+    accuracy = truth.accuracy
     search = ProxySearch(config, [inputs[i] for i in fit_index], accuracy[fit_index],
                          held_out=([inputs[i] for i in held_index], accuracy[held_index]), run=run,
                          progress=progress, log=log)
@@ -351,7 +328,7 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
     result = {"program": best.to_dict(), "formula": best.formula(), "fit_kendall": best_fitness,
               "held_out": search.held_out_correlation(best), "fit_architectures": len(fit_index),
               "held_out_architectures": len(held_index), "train_fraction": train_fraction, "split_seed": config.seed,
-              "space": space.name, "data": data, "teacher": teacher, "batch_size": batch_size,
+              "held_out_archs": [truth.archs[i] for i in held_index], "space": space.name, "data": data, "teacher": teacher, "batch_size": batch_size,
               "collect_seconds": collect_seconds, "programs_evaluated": search.evaluated,
               "search_seconds": sum(m.get("seconds", 0.0) for m in run.metrics())}
     run.write_json("proxy.json", result)
@@ -408,7 +385,7 @@ def sample_candidates(space, n: int, max_params: int | None, input_shape: tuple[
         if arch in seen:
             continue
         seen.add(arch)
-        cost = space.cost(arch, input_shape, num_classes)
+        cost = space.cost(arch, input_shape, num_classes)  # builds the network once
         if max_params is None or cost["params"] <= max_params:
             out.append({"arch": arch, **cost})
             if len(out) == n:
@@ -447,7 +424,10 @@ def search_student(proxy: str, space_name: str, out: str | Path, n: int = 1000, 
         if len(done) % 25 == 0:
             run.save_checkpoint({"candidates": candidates, "scores": done})
 
-    ranked = rank_students(scorer, lambda arch: space.build(arch, dataset.num_classes, dataset.in_channels),
+    def build(arch: str) -> torch.nn.Module:
+        return space.build(arch, dataset.num_classes, dataset.in_channels, image_size=dataset.image_size)
+
+    ranked = rank_students(scorer, build,
                            [c["arch"] for c in candidates], images, labels, teacher_out, seed, dict(done),
                            on_scored, progress)
     run.save_checkpoint({"candidates": candidates, "scores": done})
