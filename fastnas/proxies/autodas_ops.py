@@ -96,7 +96,8 @@ UNARY_OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "to_mean": LayerReduction("identity", "mean"),
     "to_std": to_std,
     "invert": lambda x: 1 / (x + EPS),
-    "ln_norm": LayerReduction("identity", "l2"),  # our reading of ln_norm: the Frobenius (l2) norm, the authors' frobenius_norm
+    # Our reading of ln_norm: the Frobenius (l2) norm, the authors' frobenius_norm.
+    "ln_norm": LayerReduction("identity", "l2"),
     # The authors' normalized_sum is sum(x) / numel(x), the same number as to_mean; kept as Table 1 names it.
     "normalized_sum": LayerReduction("identity", "mean"),
     "no_op": lambda x: x,

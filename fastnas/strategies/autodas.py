@@ -328,7 +328,8 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
     result = {"program": best.to_dict(), "formula": best.formula(), "fit_kendall": best_fitness,
               "held_out": search.held_out_correlation(best), "fit_architectures": len(fit_index),
               "held_out_architectures": len(held_index), "train_fraction": train_fraction, "split_seed": config.seed,
-              "held_out_archs": [truth.archs[i] for i in held_index], "space": space.name, "data": data, "teacher": teacher, "batch_size": batch_size,
+              "held_out_archs": [truth.archs[i] for i in held_index], "space": space.name, "data": data,
+              "teacher": teacher, "batch_size": batch_size,
               "collect_seconds": collect_seconds, "programs_evaluated": search.evaluated,
               "search_seconds": sum(m.get("seconds", 0.0) for m in run.metrics())}
     run.write_json("proxy.json", result)
