@@ -47,6 +47,8 @@ INPUT_SYMBOLS = {"activations": "A_l", "grads": "G_l", "weights": "W_l",
 
 @dataclass(frozen=True)
 class Instinct:
+    """sum or mean over layers l of reduction(binary(u1b(u1a(inputs[0]_l)), u2b(u2a(inputs[1]_l))))."""
+
     inputs: tuple[str, str]
     unary: tuple[tuple[str, str], tuple[str, str]]
     binary: str
@@ -55,6 +57,8 @@ class Instinct:
 
 @dataclass(frozen=True)
 class Interaction:
+    """-mean over samples of distance(t2(t1(student input)), t2(t1(teacher input)))."""
+
     input: str
     transforms: tuple[str, str]
     distance: str
