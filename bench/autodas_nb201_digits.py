@@ -4,7 +4,8 @@ For each seed: `fastnas autodas search-proxy` (the paper's EA settings; the seed
 split, the batch, the initializations and the EA), then `fastnas proxies` scores DisWOT, synflow
 and the paper's own NB201 program (registry `autodas_nb201`) on the same batch and initializations,
 and all are correlated with the distilled accuracy on the held-out architectures of that split.
-Writes bench/results/autodas-nb201-digits.json and prints a markdown table. Resumable: finished searches and cached proxy scores are reused.
+Writes bench/results/autodas-nb201-digits.json and prints a markdown table. Resumable: finished
+searches and cached proxy scores are reused.
 
     OMP_NUM_THREADS=1 python bench/autodas_nb201_digits.py --gt runs/gt-nb201/gt.jsonl [--seeds 0 1 2]
 """
