@@ -428,5 +428,11 @@ def test_registered_proxy_ranks_students(tmp_path):
     top = search_student("name:synflow", "nb201", tmp_path / "synflow", n=3, top_k=3, teacher="none",
                          batch_size=8, progress=False)
     assert [row["rank"] for row in top] == [1, 2, 3] and top[0]["score"] >= top[2]["score"]
+    ranking = (tmp_path / "synflow" / "ranking.csv").read_text()
+    # a resumed run reuses the checkpointed scores (none is recomputed: metrics.jsonl keeps 3 lines)
+    assert search_student("name:synflow", "nb201", tmp_path / "synflow", n=3, top_k=3, teacher="none",
+                          batch_size=8, resume=True, progress=False) == top
+    assert (tmp_path / "synflow" / "ranking.csv").read_text() == ranking
+    assert len((tmp_path / "synflow" / "metrics.jsonl").read_text().splitlines()) == 3
     with pytest.raises(ValueError, match="unknown name"):
         search_student("name:nope", "nb201", tmp_path / "nope", n=2, teacher="none")
