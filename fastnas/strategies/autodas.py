@@ -376,11 +376,12 @@ def parse_count(text: str) -> int:
 
 
 def sample_candidates(space, n: int, max_params: int | None, input_shape: tuple[int, int, int], num_classes: int,
-                      seed: int, max_draws_per_candidate: int = 50) -> list[dict]:
+                      seed: int, max_draws_per_candidate: int = 50, progress: bool = False) -> list[dict]:
     """`n` distinct architectures of `space` with at most `max_params` parameters, with their costs."""
     if n < 1:
         raise ValueError(f"n: expected a positive number of candidates, got {n}")
     rng, seen, out = random.Random(seed), set(), []
+    bar = tqdm(total=n, desc="sample candidates", unit="arch", disable=not progress)
     for _ in range(n * max_draws_per_candidate):
         arch = space.sample(rng)
         if arch in seen:
@@ -389,8 +390,11 @@ def sample_candidates(space, n: int, max_params: int | None, input_shape: tuple[
         cost = space.cost(arch, input_shape, num_classes)  # builds the network once
         if max_params is None or cost["params"] <= max_params:
             out.append({"arch": arch, **cost})
+            bar.update(1)
             if len(out) == n:
+                bar.close()
                 return out
+    bar.close()
     raise ValueError(f"max_params: found only {len(out)} distinct architectures of {space.name} under "
                      f"{max_params} parameters in {n * max_draws_per_candidate} draws; lower --n or raise --max-params")
 
@@ -416,7 +420,9 @@ def search_student(proxy: str, space_name: str, out: str | Path, n: int = 1000, 
     else:
         run.write_config({"proxy": proxy, "space": space_name, "n": n, "max_params": max_params, "top_k": top_k,
                           "data": data, "teacher": teacher, "batch_size": batch_size, "seed": seed})
-        candidates, done = sample_candidates(space, n, max_params, input_shape, dataset.num_classes, seed), {}
+        candidates = sample_candidates(space, n, max_params, input_shape, dataset.num_classes, seed,
+                                       progress=progress)
+        done = {}
         run.save_checkpoint({"candidates": candidates, "scores": done})
 
     def on_scored(arch: str, value: float) -> None:
