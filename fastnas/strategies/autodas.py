@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -246,10 +247,6 @@ def collect_architectures(build: Callable[[str], torch.nn.Module], archs: Sequen
     return out
 
 
-def teacher_outputs(teacher: torch.nn.Module | None, images: torch.Tensor) -> NetworkOutputs | None:
-    return None if teacher is None else network_outputs(teacher, images)
-
-
 # --- training-free student search -------------------------------------------------------------------
 # A scorer: (model, images, labels, the model's ProxyInputs) -> score.
 Scorer = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, ProxyInputs], float]
@@ -272,7 +269,7 @@ def rank_students(scorer: Scorer, build: Callable[[str], torch.nn.Module],
         scores[arch] = float(scorer(model, images, labels, collect(model, images, labels, teacher)))
         on_scored(arch, scores[arch])
     ranked = [(arch, scores[arch]) for arch in archs]
-    return sorted(ranked, key=lambda item: (item[1] != item[1], -item[1] if item[1] == item[1] else 0.0))
+    return sorted(ranked, key=lambda item: -item[1] if item[1] == item[1] else math.inf)  # NaN last
 
 
 # --- the two commands, as functions -----------------------------------------------------------------
@@ -289,8 +286,10 @@ def _setup(data: str, teacher_spec: str, batch_size: int, seed: int, device: str
         raise ValueError(f"batch_size: expected 1..{len(dataset.train)} (the training images), got {batch_size}")
     images, labels = next(batches(dataset.train, batch_size, shuffle=True, seed=seed, drop_last=True))
     images, labels = images.to(device), labels.to(device)
-    teacher = None if teacher_spec == "none" else load_teacher(teacher_spec, dataset, device, progress=progress)
-    return dataset, images, labels, teacher_outputs(teacher, images)
+    if teacher_spec == "none":
+        return dataset, images, labels, None
+    teacher = load_teacher(teacher_spec, dataset, device, progress=progress)
+    return dataset, images, labels, network_outputs(teacher, images)
 
 
 def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, data: str = "digits",
