@@ -358,6 +358,10 @@ def test_ea_resume_matches_an_uninterrupted_run(archs, tmp_path):
         return [{k: v for k, v in m.items() if k != "seconds"} for m in run.run_folder.metrics()]
 
     assert without_times(resumed) == without_times(whole) and len(without_times(whole)) == 10
+    longer = ProxySearch(small_config(iterations=12), archs, target, run=RunFolder(tmp_path / "cut", resume=True))
+    assert longer.run() is not None and longer.iteration == 12  # more iterations may be asked on resume
+    with pytest.raises(ValueError, match="seed"):
+        ProxySearch(small_config(seed=1), archs, target, run=RunFolder(tmp_path / "cut", resume=True)).run()
 
 
 @pytest.mark.parametrize("kw, message", [({"population": 1}, "population"), ({"ratio": 0.0}, "ratio"),

@@ -102,12 +102,17 @@ class ProxySearch:
         architectures, target: the fitting split: N cached inputs and their N distilled accuracies.
         held_out: optional (architectures, target) scored for the log and the result, never fitted.
         run: a RunFolder (checkpoint.pt, metrics.jsonl, config.json); None keeps everything in memory.
+        settings: what else defines the run (ground truth, batch, ...), written to config.json with the
+            config; resuming with different settings or config (other than `iterations`) is refused.
     """
 
     def __init__(self, config: ProxySearchConfig, architectures: Sequence[ProxyInputs], target: torch.Tensor,
                  held_out: tuple[Sequence[ProxyInputs], torch.Tensor] | None = None, run: RunFolder | None = None,
-                 progress: bool = False, log: Callable[[str], None] = lambda _: None):
+                 progress: bool = False, log: Callable[[str], None] = lambda _: None, settings: dict | None = None):
         self.config, self.run_folder, self.progress, self.log = config, run, progress, log
+        self.settings = json.loads(json.dumps({
+            **asdict(config), **(settings or {}), "architectures": len(architectures),
+            "held_out": 0 if held_out is None else len(held_out[0])}, default=str))
         self.architectures, self.target = list(architectures), _check_target(architectures, target, "target")
         self.held_out = None if held_out is None else \
             (list(held_out[0]), _check_target(held_out[0], held_out[1], "held_out target"))
@@ -157,6 +162,15 @@ class ProxySearch:
         self.rng.setstate(state["rng"])
         self.population = [(Program.from_dict(p), f) for p, f in state["population"]]
 
+    def _check_settings(self, folder: RunFolder) -> None:
+        path = folder.path / "config.json"
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        changed = sorted(k for k, v in self.settings.items() if k != "iterations" and saved.get(k) != v)
+        if changed:
+            raise ValueError(f"resume: {folder.path} was run with other settings ({', '.join(changed)}: "
+                             f"{[saved.get(k) for k in changed]} there, {[self.settings[k] for k in changed]} "
+                             "now); resume with the same ones or choose another --out")
+
     # ------------------------------------------------------------------ Algorithm 1
     def step(self) -> dict:
         """One iteration of Algorithm 1; returns its metrics record."""
@@ -194,13 +208,13 @@ class ProxySearch:
         if self.population:  # a second call continues this object's search
             self.log(f"continuing at iteration {self.iteration}")
         elif folder is not None and folder.checkpoint_path.exists():
+            self._check_settings(folder)
             self._restore(folder.load_checkpoint())
             folder.truncate_metrics(self.iteration)
             self.log(f"resumed at iteration {self.iteration}")
         else:
             if folder is not None:
-                folder.write_config({**asdict(c), "architectures": len(self.architectures),
-                                     "held_out": 0 if self.held_out is None else len(self.held_out[0])})
+                folder.write_config(self.settings)
             self.population = self._random_valid(c.population)
             if folder is not None:
                 folder.save_checkpoint(self._state())
@@ -320,9 +334,11 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
     inputs = collect_architectures(build, truth.archs, images, labels, teacher_out, config.seed, progress)
     collect_seconds = time.time() - started
     accuracy = truth.accuracy
+    settings = {"gt": str(Path(gt).resolve()), "data": data, "teacher": teacher, "train_fraction": train_fraction,
+                "batch_size": batch_size}
     search = ProxySearch(config, [inputs[i] for i in fit_index], accuracy[fit_index],
                          held_out=([inputs[i] for i in held_index], accuracy[held_index]), run=run,
-                         progress=progress, log=log)
+                         progress=progress, log=log, settings=settings)
     best, best_fitness = search.run()
     result = {"program": best.to_dict(), "formula": best.formula(), "fit_kendall": best_fitness,
               "held_out": search.held_out_correlation(best), "fit_architectures": len(fit_index),
