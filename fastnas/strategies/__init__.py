@@ -1,4 +1,4 @@
-"""Search strategies: DNAD's progressive shrinking (more to come: DARTS, SD-DARTS, Auto-DAS)."""
+"""Search strategies: DNAD's progressive shrinking, Auto-DAS's proxy evolution (more to come: DARTS, SD-DARTS)."""
 
 from .autodas import ProxySearch, ProxySearchConfig
 from .dnad import DNADConfig, DNADSearch
