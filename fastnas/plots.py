@@ -104,3 +104,19 @@ def plot_proxy_scatter(rows: list[dict], scores, accuracy, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_proxy_fitness(metrics: list[dict], path: Path) -> None:
+    """Auto-DAS proxy search: best and mean fitness (Kendall tau on the fitting split) per iteration,
+    and the best program's held-out Kendall tau when logged."""
+    iterations = [m["iteration"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(iterations, [m["best_fitness"] for m in metrics], color="tab:blue", label="best (fit split)")
+    ax.plot(iterations, [m["mean_fitness"] for m in metrics], color="tab:gray", label="population mean")
+    if metrics and "held_out_kendall" in metrics[0]:
+        ax.plot(iterations, [m["held_out_kendall"] for m in metrics], color="tab:red", label="best (held out)")
+    ax.set(xlabel="iteration", ylabel="Kendall tau", title="Auto-DAS proxy search")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

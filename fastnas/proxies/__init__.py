@@ -1,8 +1,10 @@
 """Training-free proxies: the tensors they read (`inputs`), the registry, the baselines and Auto-DAS programs."""
 
 from .inputs import NetworkOutputs, ProxyInputs, collect, network_outputs
+from .program import Program, score_population
 from .registry import Proxy, available_proxies, get_proxy, register_proxy, score, score_many
 from . import baselines  # noqa: E402,F401  (registers the baseline proxies)
 
 __all__ = ["NetworkOutputs", "ProxyInputs", "collect", "network_outputs",
-           "Proxy", "available_proxies", "get_proxy", "register_proxy", "score", "score_many"]
+           "Program", "Proxy", "available_proxies", "get_proxy", "register_proxy", "score", "score_many",
+           "score_population"]
