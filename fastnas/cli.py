@@ -203,7 +203,8 @@ def _add_autodas_parsers(sub) -> None:
     student.add_argument("--proxy", required=True, help="proxy.json of search-proxy, or name:NAME (registry)")
     student.add_argument("--space", default="nb201", help="student space: nb201 | resnet | pit")
     student.add_argument("--teacher", default="builtin", help="teacher spec (as for dnad), or none")
-    student.add_argument("--n", type=int, default=1000, help="candidates sampled")
+    student.add_argument("--n", "--num-archs", dest="n", type=int, default=1000,
+                         help="candidates sampled (--num-archs under torchrun, which takes --n for its own)")
     student.add_argument("--max-params", default=None, help="parameter budget, e.g. 0.5M (default: none)")
     student.add_argument("--top-k", type=int, default=10)
     student.add_argument("--batch-size", type=int, default=128, help="images of the one proxy batch")
@@ -365,6 +366,9 @@ def _bench_gt(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from .data import load_data
+    from .distill import load_teacher
+    from .distributed import Distributed
     from .evaluators import GroundTruthConfig, build_ground_truth, merge_shards, parse_shard
     from .evaluators.ground_truth import CONFIG_FILE, read_records
 
@@ -380,10 +384,22 @@ def _bench_gt(args: argparse.Namespace) -> int:
                                train_seed=args.train_seed, teacher=args.teacher,
                                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, ce_rate=args.ce_rate,
                                kd_rate=args.kd_rate, no_kd_too=args.no_kd_too, options=_space_options(args))
-    rank, world = parse_shard(args.shard) if args.shard is not None else (0, 1)
+    dist = Distributed.from_env(args.device)
+    if dist.enabled and args.shard is not None:
+        raise ValueError("shard: under torchrun every rank takes its shard itself; drop --shard")
+    rank, world = parse_shard(args.shard) if args.shard is not None else (dist.rank, dist.world_size)
+    device = dist.device_for(args.device)
+    if dist.enabled:  # rank 0 trains and caches a built-in teacher once; the others then read the cache
+        dist.main_first(lambda: load_teacher(config.teacher, load_data(config.data), device, progress=False))
     started = time.time()
-    path = build_ground_truth(config, args.out, rank, world, args.device, progress=not args.quiet,
-                              log=(lambda _: None) if args.quiet else tqdm.write)
+    quiet = args.quiet or not dist.is_main
+    path = build_ground_truth(config, args.out, rank, world, device, progress=not quiet,
+                              log=(lambda _: None) if quiet else tqdm.write)
+    if dist.enabled:
+        dist.barrier()  # every shard file is complete
+        if not dist.is_main:
+            return 0
+        path, _ = merge_shards(args.out)
     records = read_records(path)
     accuracies = [r["accuracy_kd"] for r in records]
     print(f"{path}: {len(records)} architectures, KD accuracy {min(accuracies, default=0):.4f} to "
@@ -396,7 +412,9 @@ def _add_bench_gt_parsers(sub) -> None:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(gt, out_required=False)
     gt.add_argument("--space", help="student space: nb201 | resnet | pit")
-    gt.add_argument("--n", type=int, default=60, help="distinct architectures to sample (seeded by --seed)")
+    gt.add_argument("--n", "--num-archs", dest="n", type=int, default=60,
+                    help="distinct architectures to sample (seeded by --seed); --num-archs under torchrun, "
+                    "whose own options take --n")
     gt.add_argument("--train-seed", type=int, default=None, help="seed of the students' initial weights and "
                     "batch order (default: --seed); another value retrains the same sample")
     gt.add_argument("--teacher", default="builtin", help="builtin | checkpoint:PATH | torchscript:PATH | "

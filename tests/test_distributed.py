@@ -10,7 +10,9 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from fastnas.distill import TeacherResNet, save_teacher_checkpoint
 from fastnas.distributed import Distributed
+from fastnas.evaluators.ground_truth import read_records
 from fastnas.runs import RunFolder
 from fastnas.search_spaces import SuperNetwork
 from fastnas.strategies import DNADSearch
@@ -107,16 +109,35 @@ def test_dnad_ranks_stay_identical_and_resume(tmp_path):
     assert json.loads((tmp_path / "full" / "pareto.json").read_text()) == states[0]["pareto"]
 
 
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_port", str(free_port()), "-m", "fastnas", *args, "--quiet", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_torchrun_runs_the_dnad_command(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
-               "--master_port", str(free_port()), "-m", "fastnas", "dnad", "--data", "synthetic:64", "--kd", "none",
-               "--C", "4", "--layers", "3", "--nodes", "2", "--batch-size", "16", "--epochs", "1",
-               "--ops", "sep_conv_3x3,skip_connect", "--out", str(out), "--quiet", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = torchrun(WORLD, "dnad", "--data", "synthetic:64", "--kd", "none", "--C", "4", "--layers", "3",
+                      "--nodes", "2", "--batch-size", "16", "--epochs", "1", "--ops", "sep_conv_3x3,skip_connect",
+                      "--out", str(out))
     assert result.stdout.count("DNAD search done") == 1  # rank 0 reports, rank 1 stays silent
     steps = [m["step"] for m in RunFolder(out, resume=True).metrics()]
     assert steps == list(range(1, len(steps) + 1)) and steps
     assert (out / "genotype.json").exists() and (out / "pareto.json").exists()
+
+
+def test_torchrun_bench_gt_equals_one_process(tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    save_teacher_checkpoint(TeacherResNet(3, 10, widths=(8, 16, 32), blocks=1), teacher)
+    args = ["bench-gt", "--space", "nb201", "--data", "synthetic:40", "--num-archs", "4", "--teacher", f"checkpoint:{teacher}",
+            "--epochs", "1", "--batch-size", "8", "--C", "2", "--N", "1"]
+    torchrun(1, *args, "--out", str(tmp_path / "one"))
+    torchrun(WORLD, *args, "--out", str(tmp_path / "two"))
+    one, two = (read_records(tmp_path / name / "gt.jsonl") for name in ("one", "two"))
+
+    def comparable(records):
+        return sorted((r["arch"], r["accuracy_kd"], r["params"], r["flops"]) for r in records)
+    assert len(one) == 4 and comparable(one) == comparable(two)
