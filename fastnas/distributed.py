@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -78,8 +78,18 @@ class Distributed:
             raise ValueError(f"batch_size: a global batch of {batch} cannot be split over {self.world_size} ranks")
         return tuple(t.tensor_split(self.world_size)[self.rank] for t in tensors)
 
+    def average(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replaces each tensor in place by its mean over the ranks (one flat all-reduce for the list)."""
+        if not self.enabled or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for t, chunk in zip(tensors, flat.split([t.numel() for t in tensors])):
+            t.copy_(chunk.view_as(t))
+
     def average_gradients(self, parameters: Iterable[torch.Tensor]) -> None:
-        """Replaces each parameter's .grad by its mean over the ranks (one flat all-reduce).
+        """Replaces each parameter's .grad by its mean over the ranks.
 
         A parameter without a gradient on this rank counts as zero, so every rank ends with a gradient
         for every parameter and the optimizers stay in step.
@@ -90,11 +100,15 @@ class Distributed:
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        for p, chunk in zip(params, flat.split([p.numel() for p in params])):
-            p.grad.copy_(chunk.view_as(p.grad))
+        self.average([p.grad for p in params])
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The rows of every rank's `tensor` (its share of the global batch), concatenated in rank order."""
+        if not self.enabled:
+            return tensor
+        parts: list = [None] * self.world_size
+        dist.all_gather_object(parts, tensor.detach().cpu())
+        return torch.cat(parts).to(tensor.device)
 
     def average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """The mean of each (rank-local) scalar metric over the ranks."""
