@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..nn.darts_ops import ReLUConvBN, make_op
+from ..nn.stages import run_stages
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4  # node 0 is the cell input, node 3 its output
@@ -161,10 +162,7 @@ class NB201Network(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        features, out = [], self.stem(x)
-        for stage in self.stages:
-            out = stage(out)
-            features.append(out)
+        out, features = run_stages(self.stem, self.stages, x)
         pooled = self.lastact(out).mean(dim=(2, 3))
         return self.classifier(pooled), features
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..distill.teachers import BasicBlock
+from ..nn.stages import run_stages
 
 DEPTHS = (1, 3, 5, 7)
 WIDTHS = ((8, 16, 24, 32), (16, 32, 48, 64), (32, 64, 96, 128))  # choices of stage 1, 2, 3
@@ -81,10 +82,7 @@ class ResNetStudent(nn.Module):
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        features, out = [], self.stem(x)
-        for stage in self.stages:
-            out = stage(out)
-            features.append(out)
+        out, features = run_stages(self.stem, self.stages, x)
         return self.classifier(out.mean(dim=(2, 3))), features
 
 
