@@ -170,7 +170,9 @@ def test_cli_search_and_retrain(tmp_path):
     config = json.loads((search_dir / "config.json").read_text())
     assert config["sd_lambda"] == 0.0 and config["order"] == 1
     steps = [m for m in RunFolder(search_dir, resume=True).metrics() if m["kind"] == "step"]
-    assert all(m["kl"] == 0.0 for m in steps) and math.isclose(steps[0]["alpha_entropy"], math.log(2), rel_tol=1e-3)
+    assert all(m["kl"] == 0.0 for m in steps)
+    # One Adam step moves each alpha by at most the alpha lr (3e-2 on synthetic): the entropy stays near log 2.
+    assert math.log(2) - 0.01 < steps[0]["alpha_entropy"] < math.log(2)
     assert cli_main(["train", "--genotype", str(search_dir / "genotype.json"), "--data", "synthetic:64",
                      "--epochs", "1", "--batch-size", "16", "--quiet"]) == 0
     net = DiscreteNetwork(Genotype.load(search_dir / "genotype.json"), 2, 10, in_channels=3)

@@ -19,12 +19,12 @@ Choices where the paper (or its summary we follow) is silent:
   its weights: every forward pass records the softened probabilities of its
   samples, so the teacher of sample i is the super-network of the previous
   epoch(s) as it saw sample i. Memory: K x N x classes floats per split
-  (about 86 KB for digits with K = 2) instead of K copies of the network, and no
+  (about 65 KB for digits with K = 2) instead of K copies of the network, and no
   extra forward pass;
 - the distillation term enters both levels (weights and alphas): the paper
   updates "architecture and network parameters using the combined loss";
-- temperature 2 and no T^2 factor (lambda = 1.0 balances CE and KL, Sec. 3 of
-  the paper); warm-up = the first 20% of the epochs; K = 2 (the paper's voted
+- temperature 2 and no T^2 factor (the paper sets lambda = 1.0 to balance CE
+  and KL); warm-up = the first 20% of the epochs; K = 2 (the paper's voted
   teachers, compared with K = 1);
 - sharpness: the dominant eigenvalue of the Hessian of the validation
   cross-entropy w.r.t. the alphas on a fixed validation subset, by power
