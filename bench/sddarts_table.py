@@ -60,8 +60,9 @@ def table(done: list[dict], methods: list[str]) -> str:
         rows = [r for r in done if r["method"] == method]
         if rows:
             lines.append(f"| {LABELS[method]} | {cell([100 * r['val_accuracy'] for r in rows], 2)} | "
-                         f"{cell([r['sharpness'] for r in rows], 4)} | {cell([100 * r['test_accuracy'] for r in rows], 2)}"
-                         f" | {cell([r['search_seconds'] for r in rows], 0)} | {len(rows)} |")
+                         f"{cell([r['sharpness'] for r in rows], 4)} | "
+                         f"{cell([100 * r['test_accuracy'] for r in rows], 2)} | "
+                         f"{cell([r['search_seconds'] for r in rows], 0)} | {len(rows)} |")
     return "\n".join(lines)
 
 

@@ -129,7 +129,8 @@ def _add_sddarts_parsers(sub) -> None:
         p.add_argument("--epochs", type=int, default=None, help="default 50, 10 on digits/synthetic")
         p.add_argument("--order", type=int, default=1, help="1: first-order, 2: unrolled second-order gradient")
         p.add_argument("--lr", type=float, default=0.025, help="weight SGD lr (cosine to 0.001)")
-        p.add_argument("--arch-lr", type=float, default=None, help="alpha Adam lr; default 3e-4, 3e-2 on digits/synthetic")
+        p.add_argument("--arch-lr", type=float, default=None,
+                       help="alpha Adam lr; default 3e-4, 3e-2 on digits/synthetic")
         p.add_argument("--sharpness-every", type=int, default=5,
                        help="epochs between Hessian eigenvalue measurements (and at the end)")
         if name == "sddarts":

@@ -4,4 +4,5 @@ from .dnad import DNADConfig, DNADSearch
 from .sddarts import SDDARTSConfig, SDDARTSSearch
 from .snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
-__all__ = ["DNADConfig", "DNADSearch", "ProgressiveShrinking", "SDDARTSConfig", "SDDARTSSearch", "SNPSConfig", "sparsity_entropy"]
+__all__ = ["DNADConfig", "DNADSearch", "ProgressiveShrinking", "SDDARTSConfig", "SDDARTSSearch", "SNPSConfig",
+           "sparsity_entropy"]
