@@ -117,6 +117,28 @@ def plot_proxy_fitness(metrics: list[dict], path: Path) -> None:
         ax.plot(iterations, [m["held_out_kendall"] for m in metrics], color="tab:red", label="best (held out)")
     ax.set(xlabel="iteration", ylabel="Kendall tau", title="Auto-DAS proxy search")
     ax.legend()
+def plot_alpha_evolution(metrics: list[dict], primitives: list[str], path: Path) -> None:
+    """DARTS/SD-DARTS: the softmax weight of each operator, averaged over the edges, per epoch and cell type."""
+    epochs = [m for m in metrics if m.get("kind") == "epoch"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    for ax, cell in zip(axes, ("normal", "reduce")):
+        x = [m["epoch"] for m in epochs]
+        for k, name in enumerate(primitives):
+            ax.plot(x, [sum(edge[k] for edge in m["weights"][cell]) / len(m["weights"][cell]) for m in epochs],
+                    label=name, marker=".")
+        ax.set(xlabel="epoch", ylabel="mean softmax weight over edges", title=f"{cell} cell")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sharpness(metrics: list[dict], path: Path) -> None:
+    """DARTS/SD-DARTS: the dominant Hessian eigenvalue of the validation loss w.r.t. alpha, per epoch."""
+    points = [(m["epoch"], m["sharpness"]) for m in metrics if m.get("kind") == "epoch" and m["sharpness"] is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color="tab:red")
+    ax.set(xlabel="epoch", ylabel="dominant eigenvalue of the Hessian", title="sharpness (val loss w.r.t. alpha)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,0 +1,474 @@
+"""SD-DARTS (Zhu et al., 2023): DARTS whose super-network is distilled from its own earlier epochs.
+
+Plain DARTS is the same search with ``sd_lambda = 0``. Bi-level optimization as
+in DARTS (quark0/darts): the training half of the data updates the network
+weights (SGD, momentum 0.9, weight decay 3e-4, cosine lr 0.025 -> 0.001,
+gradients clipped at 5), the validation half updates the alphas (Adam, betas
+(0.5, 0.999), weight decay 1e-3). ``order=1`` uses the gradient of the
+validation loss at the current weights; ``order=2`` the unrolled gradient at
+w' = w - lr * (momentum buffer + grad + wd * w), whose second-order term is a
+finite-difference Hessian-vector product, as architect.py computes it.
+
+Self-distillation: after ``warm_up`` epochs, both losses add
+``sd_lambda * KL(teacher || student)`` on predictions softened by
+``temperature``; the teacher of a sample is the vote (mean probability) of the
+super-networks of the ``teachers`` (K) previous epochs. K = 1 is plain SD.
+
+Choices where the paper (or its summary we follow) is silent:
+- the "time step" is the epoch, and a teacher is stored as its predictions, not
+  its weights: every forward pass records the softened probabilities of its
+  samples, so the teacher of sample i is the super-network of the previous
+  epoch(s) as it saw sample i. Memory: K x N x classes floats per split
+  (about 65 KB for digits with K = 2) instead of K copies of the network, and no
+  extra forward pass;
+- the distillation term enters both levels (weights and alphas): the paper
+  updates "architecture and network parameters using the combined loss";
+- temperature 2 and no T^2 factor (the paper sets lambda = 1.0 to balance CE
+  and KL); warm-up = the first 20% of the epochs; K = 2 (the paper's voted
+  teachers, compared with K = 1);
+- sharpness: the dominant eigenvalue of the Hessian of the validation
+  cross-entropy w.r.t. the alphas on a fixed validation subset, by power
+  iteration with finite-difference Hessian-vector products of autograd
+  gradients (fastnas.ops.mixed_node has no double backward), warm-started from
+  the previous epoch's eigenvector;
+- digits/synthetic preset (like DNAD's): C = 8, 5 cells, 10 epochs and alpha
+  lr 3e-2: Adam moves an alpha by at most ~lr per step, and a digits search has
+  100 steps where a CIFAR one has 19,550, so the DARTS lr 3e-4 would leave the
+  alphas uniform (lr x steps: 3 here, 5.9 on CIFAR); batch 64 as DARTS. Other
+  data: the DARTS CIFAR settings (C = 16, 8 cells, 50 epochs, alpha lr 3e-4).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data import ImageData, batches, load_data, num_batches, split
+from ..evaluators import evaluate
+from ..runs import RunFolder
+from ..search_spaces.darts import SuperNetwork
+from ..nn.darts_ops import DARTS_PRIMITIVES, check_primitives
+from .dnad import is_small
+
+
+# ---------------------------------------------------------------------- the loss
+
+
+def self_distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
+                         has_teacher: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over samples of KL(teacher || softmax(student_logits / temperature)).
+
+    student_logits: [B, classes]; teacher_probs: [B, classes] (already softened);
+    has_teacher: bool [B] or None (all). Samples without a teacher are left out of
+    the mean; with none at all the result is 0.
+    """
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    per_sample = F.kl_div(log_student, teacher_probs, reduction="none").sum(1)  # xlogy: 0 where teacher is 0
+    if has_teacher is None:
+        return per_sample.mean()
+    weights = has_teacher.to(per_sample.dtype)
+    return (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+class VotedTeacher:
+    """The softened predictions of the K previous epochs for every sample of one split.
+
+    A ring of K slots [K, N, classes]: the prediction made for sample i in epoch e
+    goes to slot e % K, so slot e % K still holds epoch e - K for the samples not
+    yet seen in epoch e. An entry counts as a teacher of epoch e if it was written
+    in one of the epochs e - K .. e - 1.
+    """
+
+    def __init__(self, num_samples: int, num_classes: int, window: int, temperature: float):
+        self.window, self.temperature = window, temperature
+        self.probs = torch.zeros(window, num_samples, num_classes)
+        self.written_in = torch.full((window, num_samples), -1, dtype=torch.long)
+
+    def targets(self, index: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(voted probabilities [B, classes], has a teacher bool [B]) of the samples `index` [B]."""
+        written = self.written_in[:, index]
+        valid = ((written >= max(0, epoch - self.window)) & (written < epoch)).unsqueeze(-1)  # [K, B, 1]
+        votes = valid.sum(0)
+        voted = (self.probs[:, index] * valid).sum(0) / votes.clamp(min=1)
+        return voted, votes.squeeze(-1) > 0
+
+    def record(self, index: torch.Tensor, logits: torch.Tensor, epoch: int) -> None:
+        """Stores softmax(logits / T) [B, classes] as epoch `epoch`'s prediction of the samples `index` [B]."""
+        slot = epoch % self.window
+        self.probs[slot, index] = F.softmax(logits.detach().float().cpu() / self.temperature, dim=1)
+        self.written_in[slot, index] = epoch
+
+    def state_dict(self) -> dict:
+        return {"probs": self.probs, "written_in": self.written_in}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.probs, self.written_in = state["probs"].clone(), state["written_in"].clone()
+
+
+# ---------------------------------------------------------------------- second-order helpers
+
+
+def finite_difference_jvp(grad_fn: Callable[[], list[torch.Tensor]], params: list[torch.Tensor],
+                          vector: list[torch.Tensor], r: float = 1e-2) -> list[torch.Tensor]:
+    """(grad_fn() at params + R v  -  grad_fn() at params - R v) / 2R with R = r / ||v|| (DARTS' choice).
+
+    The derivative of grad_fn along v: with grad_fn the gradient of a loss w.r.t.
+    some tensors A, this is the Hessian block d2 loss / dA dparams times v.
+    `params` are modified in place and restored exactly.
+    """
+    norm = torch.sqrt(sum((v.double() ** 2).sum() for v in vector))
+    R = r / max(norm.item(), 1e-12)
+    originals = [p.detach().clone() for p in params]
+
+    def shifted(sign: float) -> list[torch.Tensor]:
+        with torch.no_grad():
+            for p, p0, v in zip(params, originals, vector):
+                p.copy_(p0 + sign * R * v)
+        return grad_fn()
+
+    plus, minus = shifted(1.0), shifted(-1.0)
+    with torch.no_grad():
+        for p, p0 in zip(params, originals):
+            p.copy_(p0)
+    return [(a - b) / (2 * R) for a, b in zip(plus, minus)]
+
+
+def dominant_hessian_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
+                                iterations: int = 10, start: list[torch.Tensor] | None = None,
+                                generator: torch.Generator | None = None,
+                                r: float = 1e-2) -> tuple[float, list[torch.Tensor]]:
+    """(eigenvalue of largest magnitude of the Hessian of loss_fn() w.r.t. params, its unit eigenvector).
+
+    Power iteration; each Hessian-vector product is a finite difference of
+    autograd gradients (finite_difference_jvp). `start` warm-starts the
+    iteration (e.g. the previous epoch's eigenvector); otherwise a random
+    vector drawn from `generator`.
+    """
+    def grad_fn() -> list[torch.Tensor]:
+        return list(torch.autograd.grad(loss_fn(), params))
+
+    if start is None:
+        start = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+    v = _normalized(start)
+    eigenvalue = 0.0
+    for _ in range(iterations):
+        hv = finite_difference_jvp(grad_fn, params, v, r)
+        eigenvalue = sum((a * b).sum() for a, b in zip(v, hv)).item()  # Rayleigh quotient, ||v|| = 1
+        v = _normalized(hv)
+    return eigenvalue, v
+
+
+def _normalized(vector: list[torch.Tensor]) -> list[torch.Tensor]:
+    norm = torch.sqrt(sum((v ** 2).sum() for v in vector)).clamp(min=1e-12)
+    return [v / norm for v in vector]
+
+
+def alpha_entropy(alphas: list[torch.Tensor]) -> float:
+    """Mean entropy (nats) of the softmax over the operators of each edge; log(K) at the start of a search."""
+    probs = torch.cat([F.softmax(a.detach(), dim=-1) for a in alphas])
+    return -(probs * torch.log(probs.clamp(min=1e-30))).sum(-1).mean().item()
+
+
+@contextmanager
+def frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Restores the buffers (BN running statistics) of `module` on exit: extra forward passes leave no trace."""
+    saved = {name: b.clone() for name, b in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                b.copy_(saved[name])
+
+
+# ---------------------------------------------------------------------- the search
+
+
+@dataclass
+class SDDARTSConfig:
+    data: str = "digits"
+    ops: tuple[str, ...] = DARTS_PRIMITIVES
+    C: int | None = None              # None: 16 (DARTS), 8 on digits/synthetic
+    layers: int | None = None         # None: 8 (DARTS), 5 on digits/synthetic
+    nodes: int = 4
+    batch_size: int = 64              # DARTS
+    epochs: int | None = None         # None: 50 (DARTS), 10 on digits/synthetic
+    order: int = 1                    # 1: first-order, 2: unrolled (DARTS' --unrolled)
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float | None = None      # None: 3e-4 (DARTS), 3e-2 on digits/synthetic
+    arch_weight_decay: float = 1e-3
+    train_fraction: float = 0.5       # DARTS: half of the training data trains weights, half alphas
+    sd_lambda: float = 1.0            # 0: plain DARTS
+    teachers: int = 2                 # K, the voting window; 1 = plain SD
+    temperature: float = 2.0
+    warm_up: int | None = None        # None: the first 20% of the epochs
+    sharpness_every: int = 5          # epochs between sharpness measurements (and always at the end)
+    sharpness_samples: int = 32
+    sharpness_iterations: int = 8
+    fd_radius: float = 1e-2           # finite-difference step r / ||v|| of Hessian-vector products (DARTS: 0.01)
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        self.ops = check_primitives(list(self.ops))
+        small = is_small(self.data)
+        presets = dict(C=(8, 16), layers=(5, 8), epochs=(10, 50), arch_lr=(3e-2, 3e-4))
+        for name, (small_value, default) in presets.items():
+            if getattr(self, name) is None:
+                setattr(self, name, small_value if small else default)
+        if self.warm_up is None:
+            self.warm_up = self.epochs // 5
+        for name in ("C", "layers", "nodes", "batch_size", "epochs", "teachers", "sharpness_every",
+                     "sharpness_samples", "sharpness_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.order not in (1, 2):
+            raise ValueError(f"order: expected 1 (first-order) or 2 (second-order, unrolled), got {self.order}")
+        if self.sd_lambda < 0:
+            raise ValueError(f"sd_lambda: expected >= 0 (0 = plain DARTS), got {self.sd_lambda}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature: expected > 0, got {self.temperature}")
+        if self.warm_up < 0:
+            raise ValueError(f"warm_up: expected >= 0 epochs, got {self.warm_up}")
+        if not 0 < self.train_fraction < 1:
+            raise ValueError(f"train_fraction: expected 0 < train_fraction < 1, got {self.train_fraction}")
+        for name in ("lr", "arch_lr", "fd_radius"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+
+    @property
+    def method(self) -> str:
+        return "darts" if self.sd_lambda == 0 else "sddarts"
+
+
+def _indexed(data: ImageData) -> ImageData:
+    """`data` with each label replaced by the sample's index: batches() then yields the indices."""
+    return ImageData(data.images, torch.arange(len(data), device=data.labels.device))
+
+
+class SDDARTSSearch:
+    """An SD-DARTS (or DARTS) search writing into a RunFolder; `run()` executes or resumes it."""
+
+    def __init__(self, config: SDDARTSConfig, run: RunFolder, progress: bool = True,
+                 log: Callable[[str], None] = print):
+        self.config, self.run_folder, self.progress, self.log = config, run, progress, log
+        c = config
+        torch.manual_seed(c.seed)
+        self.device = torch.device(c.device)
+        self.dataset = load_data(c.data)
+        self.train_data, self.val_data = split(self.dataset.train, c.train_fraction, seed=c.seed)
+        self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
+                                mode="softmax", alpha_per_cell=False).to(self.device)
+        self.weights, self.alphas = self.net.weight_parameters(), self.net.arch_parameters()
+        self.optimizer = torch.optim.SGD(self.weights, c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, c.epochs, eta_min=c.lr_min)
+        self.arch_optimizer = torch.optim.Adam(self.alphas, c.arch_lr, betas=(0.5, 0.999),
+                                               weight_decay=c.arch_weight_decay)
+        classes = self.dataset.num_classes
+        self.teacher = {"train": VotedTeacher(len(self.train_data), classes, c.teachers, c.temperature),
+                        "val": VotedTeacher(len(self.val_data), classes, c.teachers, c.temperature)}
+        self.epoch, self.step, self.seconds = 0, 0, 0.0
+        self.eigenvector: list[torch.Tensor] | None = None
+        self.sharpness: float | None = None
+        self.finished = False
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "arch_optimizer": self.arch_optimizer.state_dict(),
+                "teacher": {k: t.state_dict() for k, t in self.teacher.items()}, "epoch": self.epoch,
+                "step": self.step, "seconds": self.seconds, "eigenvector": self.eigenvector,
+                "sharpness": self.sharpness, "finished": self.finished, "rng": torch.get_rng_state(),
+                "config": asdict(self.config)}
+
+    def _restore(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        for key, teacher in self.teacher.items():
+            teacher.load_state_dict(state["teacher"][key])
+        self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
+        self.eigenvector, self.sharpness = state["eigenvector"], state["sharpness"]
+        self.finished = state["finished"]
+        torch.set_rng_state(state["rng"])
+        # One line per step plus one per finished epoch precede the checkpoint.
+        self.run_folder.truncate_metrics(self.step + self.epoch)
+
+    # ------------------------------------------------------------------ losses and gradients
+
+    def _loss(self, split_name: str, images: torch.Tensor, index: torch.Tensor,
+              record: bool = False) -> tuple[torch.Tensor, dict]:
+        """CE + lambda * KL to the voted teacher (after the warm-up) of one batch of split `split_name`."""
+        c = self.config
+        labels = (self.train_data if split_name == "train" else self.val_data).labels[index]
+        logits = self.net(images)[0]
+        ce = F.cross_entropy(logits, labels)
+        kl = torch.zeros((), device=self.device)
+        if c.sd_lambda > 0:
+            teacher = self.teacher[split_name]
+            if self.epoch >= c.warm_up:
+                probs, has_teacher = teacher.targets(index.cpu(), self.epoch)
+                kl = self_distillation_kl(logits, probs.to(self.device), c.temperature, has_teacher.to(self.device))
+            if record:
+                teacher.record(index.cpu(), logits, self.epoch)
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        return ce + c.sd_lambda * kl, {"ce": ce, "kl": kl, "accuracy": accuracy}
+
+    def _alpha_gradient(self, train_batch: tuple, val_batch: tuple) -> tuple[list[torch.Tensor], dict]:
+        """The architecture gradient (first order, or DARTS' unrolled second order) and the val metrics."""
+        if self.config.order == 1:
+            loss, parts = self._loss("val", *val_batch, record=True)
+            return list(torch.autograd.grad(loss, self.alphas)), parts
+        return self._unrolled_alpha_gradient(train_batch, val_batch)
+
+    def _unrolled_alpha_gradient(self, train_batch: tuple, val_batch: tuple) -> tuple[list[torch.Tensor], dict]:
+        """dL_val(w', a)/da - lr * d2 L_train(w, a)/da dw . dL_val(w', a)/dw' with w' one SGD step ahead."""
+        c = self.config
+        lr = self.scheduler.get_last_lr()[0]
+        train_loss, _ = self._loss("train", *train_batch)
+        weight_grads = torch.autograd.grad(train_loss, self.weights, allow_unused=True)
+        originals = [w.detach().clone() for w in self.weights]
+        with torch.no_grad():  # w' = w - lr * (momentum * buffer + grad + wd * w), as the SGD step will do
+            for w, g in zip(self.weights, weight_grads):
+                buffer = self.optimizer.state.get(w, {}).get("momentum_buffer")
+                step = (g if g is not None else torch.zeros_like(w)) + c.weight_decay * w
+                w.sub_(lr * (step if buffer is None else step + c.momentum * buffer))
+        val_loss, parts = self._loss("val", *val_batch, record=True)
+        grads = torch.autograd.grad(val_loss, self.alphas + self.weights, allow_unused=True)
+        alpha_grads = [g if g is not None else torch.zeros_like(a) for g, a in zip(grads, self.alphas)]
+        unrolled_weight_grads = [g if g is not None else torch.zeros_like(w)
+                                 for g, w in zip(grads[len(self.alphas):], self.weights)]
+        with torch.no_grad():
+            for w, w0 in zip(self.weights, originals):
+                w.copy_(w0)
+
+        def train_alpha_grads() -> list[torch.Tensor]:
+            return list(torch.autograd.grad(self._loss("train", *train_batch)[0], self.alphas))
+
+        implicit = finite_difference_jvp(train_alpha_grads, self.weights, unrolled_weight_grads, c.fd_radius)
+        return [g - lr * h for g, h in zip(alpha_grads, implicit)], parts
+
+    def _train_step(self, train_batch: tuple, val_batch: tuple) -> dict:
+        c = self.config
+        alpha_grads, val_parts = self._alpha_gradient(train_batch, val_batch)
+        for alpha, grad in zip(self.alphas, alpha_grads):
+            alpha.grad = grad
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+
+        loss, parts = self._loss("train", *train_batch, record=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.weights, c.grad_clip)
+        self.optimizer.step()
+        for alpha in self.alphas:  # the weight loss must not move the alphas
+            alpha.grad = None
+        return {"loss": loss.item(), "ce": parts["ce"].item(), "kl": parts["kl"].item(),
+                "accuracy": parts["accuracy"].item(), "val_ce": val_parts["ce"].item(),
+                "val_kl": val_parts["kl"].item(), "lr": self.scheduler.get_last_lr()[0],
+                "alpha_entropy": alpha_entropy(self.alphas)}
+
+    def measure_sharpness(self) -> float:
+        """Dominant Hessian eigenvalue of the validation CE w.r.t. the alphas (fixed subset, train-mode BN)."""
+        c = self.config
+        subset = self.val_data.subset(torch.arange(min(c.sharpness_samples, len(self.val_data))))
+        images, labels = subset.images.to(self.device), subset.labels.to(self.device)
+        generator = torch.Generator().manual_seed(c.seed * 100003 + self.epoch)
+        with frozen_buffers(self.net):
+            self.sharpness, self.eigenvector = dominant_hessian_eigenvalue(
+                lambda: F.cross_entropy(self.net(images)[0], labels), self.alphas, c.sharpness_iterations,
+                start=self.eigenvector, generator=generator, r=c.fd_radius)
+        return self.sharpness
+
+    # ------------------------------------------------------------------ the loop
+
+    def _epoch_record(self, started: float) -> dict:
+        c = self.config
+        last = self.epoch == c.epochs
+        sharpness = self.measure_sharpness() if last or self.epoch % c.sharpness_every == 0 else None
+        val_accuracy, val_loss = evaluate(self.net, self.val_data, device=self.device)
+        genotype = self.net.genotype(top_k=2)
+        genotype.meta.update(data=c.data, epoch=self.epoch, method=c.method)
+        (self.run_folder.path / "genotypes").mkdir(exist_ok=True)
+        genotype.save(self.run_folder.path / f"genotypes/epoch_{self.epoch:03d}.json")
+        self.seconds += time.time() - started
+        weights = {name: F.softmax(a.detach(), dim=-1).cpu().tolist() for name, a in zip(("normal", "reduce"),
+                                                                                         self.alphas)}
+        return {"kind": "epoch", "epoch": self.epoch, "step": self.step, "val_accuracy": val_accuracy,
+                "val_loss": val_loss, "sharpness": sharpness, "alpha_entropy": alpha_entropy(self.alphas),
+                "seconds": self.seconds, "weights": weights}
+
+    def run(self, stop_after_epochs: int | None = None) -> dict:
+        """Runs (or resumes) the search; returns the final result. `stop_after_epochs` simulates an interruption."""
+        c = self.config
+        if self.run_folder.checkpoint_path.exists():
+            self._restore(self.run_folder.load_checkpoint())
+            self.log(f"resumed at epoch {self.epoch}, step {self.step}")
+        else:
+            self.run_folder.write_config(asdict(c))
+        steps_per_epoch = min(num_batches(self.train_data, c.batch_size, drop_last=True),
+                              num_batches(self.val_data, c.batch_size, drop_last=True))
+        bar = tqdm(total=c.epochs * steps_per_epoch, initial=self.step, desc=c.method, unit="step",
+                   disable=not self.progress)
+        epochs_run = 0
+        while self.epoch < c.epochs and (stop_after_epochs is None or epochs_run < stop_after_epochs):
+            started = time.time()
+            self.net.train()
+            train_batches = batches(_indexed(self.train_data), c.batch_size, shuffle=True, seed=c.seed,
+                                    epoch=self.epoch, augment=self.dataset.augment, drop_last=True)
+            # Another stream for the validation half (seed offset: a different order than the training half).
+            val_batches = batches(_indexed(self.val_data), c.batch_size, shuffle=True, seed=c.seed + 1,
+                                  epoch=self.epoch, augment=self.dataset.augment, drop_last=True)
+            for (x_train, i_train), (x_val, i_val) in zip(train_batches, val_batches):
+                train_batch = (x_train.to(self.device), i_train.to(self.device))
+                metrics = self._train_step(train_batch, (x_val.to(self.device), i_val.to(self.device)))
+                self.step += 1
+                self.run_folder.log({"kind": "step", "step": self.step, "epoch": self.epoch, **metrics})
+                bar.update(1)
+                bar.set_postfix(ce=f"{metrics['ce']:.3f}", kl=f"{metrics['kl']:.3f}",
+                                H=f"{metrics['alpha_entropy']:.3f}")
+            self.scheduler.step()
+            self.epoch += 1
+            epochs_run += 1
+            record = self._epoch_record(started)
+            self.run_folder.log(record)
+            self.finished = self.epoch == c.epochs
+            if self.finished:
+                self._write_results(record)
+            self.run_folder.save_checkpoint(self._state())
+            sharpness = f", sharpness {record['sharpness']:.4f}" if record["sharpness"] is not None else ""
+            self.log(f"epoch {self.epoch}: val acc {record['val_accuracy']:.3f}{sharpness}, "
+                     f"{self.seconds:.0f}s")
+        bar.close()
+        return self.result()
+
+    def _write_results(self, record: dict) -> None:
+        genotype = self.net.genotype(top_k=2)
+        genotype.meta.update(data=self.config.data, epoch=self.epoch, method=self.config.method)
+        genotype.save(self.run_folder.path / "genotype.json")
+        self.run_folder.write_json("result.json", {
+            "method": self.config.method, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"],
+            "sharpness": record["sharpness"], "alpha_entropy": record["alpha_entropy"],
+            "search_seconds": self.seconds, "epochs": self.epoch, "steps": self.step,
+            "genotype": genotype.to_json()})
+
+    def result(self) -> dict:
+        """The final result (result.json) once the search has finished; {} before."""
+        path = self.run_folder.path / "result.json"
+        if not self.finished or not path.exists():
+            return {}
+        return json.loads(path.read_text())
