@@ -97,6 +97,7 @@ def _space_options(args: argparse.Namespace) -> dict:
 def _sddarts(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .distributed import Distributed
     from .plots import plot_alpha_evolution, plot_cells, plot_sharpness
     from .runs import RunFolder
     from .search_spaces import Genotype
@@ -109,9 +110,12 @@ def _sddarts(args: argparse.Namespace) -> int:
         sd_lambda=0.0 if darts else args.sd_lambda, teachers=1 if darts else args.teachers,
         temperature=2.0 if darts else args.temperature, warm_up=0 if darts else args.warm_up,
         sharpness_every=args.sharpness_every, seed=args.seed, device=args.device)
-    run = RunFolder(args.out, resume=args.resume)
+    dist = Distributed.from_env(config.device)
+    run = RunFolder(args.out, resume=args.resume, writer=dist.is_main)
     log = (lambda _: None) if args.quiet else tqdm.write
-    result = SDDARTSSearch(config, run, progress=not args.quiet, log=log).run()
+    result = SDDARTSSearch(config, run, progress=not args.quiet, log=log, dist=dist).run()
+    if not dist.is_main:
+        return 0
     metrics = run.metrics()
     plot_alpha_evolution(metrics, list(config.ops), run.path / "alphas.png")
     plot_sharpness(metrics, run.path / "sharpness.png")

@@ -1,6 +1,7 @@
 """Data-parallel search on 2 gloo processes (CPU): ranks stay identical and match the single-process math."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -15,9 +16,10 @@ from fastnas.distributed import Distributed
 from fastnas.evaluators.ground_truth import read_records
 from fastnas.runs import RunFolder
 from fastnas.search_spaces import SuperNetwork
-from fastnas.strategies import DNADSearch
+from fastnas.strategies import DNADSearch, SDDARTSConfig, SDDARTSSearch
 
 from test_dnad import tiny_config
+from test_sddarts import TINY as SDDARTS_TINY
 
 WORLD = 2
 
@@ -109,6 +111,40 @@ def test_dnad_ranks_stay_identical_and_resume(tmp_path):
     assert json.loads((tmp_path / "full" / "pareto.json").read_text()) == states[0]["pareto"]
 
 
+def sddarts_worker(rank: int, port: int, out: str) -> None:
+    dist = join_group(rank, port)
+    states = {}
+    for order in (1, 2):
+        config = SDDARTSConfig(**{**SDDARTS_TINY, "order": order})
+        run = RunFolder(f"{out}/order{order}", writer=dist.is_main)
+        search = SDDARTSSearch(config, run, progress=False, log=lambda _: None, dist=dist)
+        search.run()
+        states[order] = {"net": search.net.state_dict(), "teacher": search.teacher["train"].state_dict(),
+                         "sharpness": search.sharpness}
+    torch.save(states, f"{out}/sddarts{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_sddarts_ranks_stay_identical(tmp_path):
+    """First and second order: weights, alphas, the voted teachers' records and the sharpness agree."""
+    mp.spawn(sddarts_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    states = [torch.load(tmp_path / f"sddarts{rank}.pt", weights_only=False) for rank in range(WORLD)]
+    for order in (1, 2):
+        first, second = states[0][order], states[1][order]
+        for name, value in first["net"].items():
+            torch.testing.assert_close(second["net"][name], value, rtol=0, atol=1e-6, msg=f"order {order}: {name}")
+        torch.testing.assert_close(second["teacher"]["probs"], first["teacher"]["probs"], rtol=0, atol=1e-6)
+        assert torch.equal(second["teacher"]["written_in"], first["teacher"]["written_in"])
+        assert math.isclose(first["sharpness"], second["sharpness"], rel_tol=1e-5, abs_tol=1e-7)
+        lines = RunFolder(tmp_path / f"order{order}", resume=True).metrics()
+        steps = [m for m in lines if m["kind"] == "step"]
+        assert [m["step"] for m in steps] == list(range(1, len(steps) + 1))  # rank 0 alone writes
+        # every prediction of the last epoch's global batches is recorded, not only this rank's half
+        last_epoch = SDDARTS_TINY["epochs"] - 1
+        seen = sum(m["epoch"] == last_epoch for m in steps) * SDDARTS_TINY["batch_size"]
+        assert (first["teacher"]["written_in"] == last_epoch).sum() == seen
+
+
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                "--master_port", str(free_port()), "-m", "fastnas", *args, "--quiet", "--device", "cpu"]
@@ -141,3 +177,11 @@ def test_torchrun_bench_gt_equals_one_process(tmp_path):
     def comparable(records):
         return sorted((r["arch"], r["accuracy_kd"], r["params"], r["flops"]) for r in records)
     assert len(one) == 4 and comparable(one) == comparable(two)
+
+
+def test_torchrun_runs_the_sddarts_command(tmp_path):
+    out = tmp_path / "run"
+    result = torchrun(WORLD, "sddarts", "--data", "synthetic:64", "--C", "2", "--layers", "3", "--nodes", "2",
+                      "--batch-size", "8", "--epochs", "2", "--ops", "none,skip_connect,sep_conv_3x3", "--out", str(out))
+    assert result.stdout.count("SDDARTS search done") == 1
+    assert (out / "genotype.json").exists() and (out / "result.json").exists() and (out / "alphas.png").exists()

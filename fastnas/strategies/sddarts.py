@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import ImageData, batches, load_data, num_batches, split
+from ..distributed import Distributed
 from ..evaluators import evaluate
 from ..runs import RunFolder
 from ..search_spaces.darts import SuperNetwork
@@ -259,14 +260,23 @@ def _indexed(data: ImageData) -> ImageData:
 
 
 class SDDARTSSearch:
-    """An SD-DARTS (or DARTS) search writing into a RunFolder; `run()` executes or resumes it."""
+    """An SD-DARTS (or DARTS) search writing into a RunFolder; `run()` executes or resumes it.
+
+    Under torchrun pass `dist` (fastnas.distributed): every rank takes its share of each training and
+    validation batch, and every gradient (of the weights, of the alphas, and inside the unrolled
+    second-order step) is averaged over the ranks before it is used, so all ranks hold the same
+    network and alphas. The voted teachers record the predictions of the whole global batch on every
+    rank. Only rank 0 logs and writes (give the other ranks RunFolder(writer=False)).
+    """
 
     def __init__(self, config: SDDARTSConfig, run: RunFolder, progress: bool = True,
-                 log: Callable[[str], None] = print):
-        self.config, self.run_folder, self.progress, self.log = config, run, progress, log
+                 log: Callable[[str], None] = print, dist: Distributed = Distributed()):
+        self.dist = dist
+        self.config, self.run_folder = config, run
+        self.progress, self.log = progress and dist.is_main, log if dist.is_main else (lambda _: None)
         c = config
         torch.manual_seed(c.seed)
-        self.device = torch.device(c.device)
+        self.device = dist.device_for(c.device)
         self.dataset = load_data(c.data)
         self.train_data, self.val_data = split(self.dataset.train, c.train_fraction, seed=c.seed)
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
@@ -323,16 +333,23 @@ class SDDARTSSearch:
             if self.epoch >= c.warm_up:
                 probs, has_teacher = teacher.targets(index.cpu(), self.epoch)
                 kl = self_distillation_kl(logits, probs.to(self.device), c.temperature, has_teacher.to(self.device))
-            if record:
-                teacher.record(index.cpu(), logits, self.epoch)
+            if record:  # every rank records the whole global batch
+                teacher.record(self.dist.gather(index).cpu(), self.dist.gather(logits.detach()), self.epoch)
         accuracy = (logits.argmax(1) == labels).float().mean()
         return ce + c.sd_lambda * kl, {"ce": ce, "kl": kl, "accuracy": accuracy}
+
+    def _grad(self, loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """d loss / d params (zeros where the loss does not reach), averaged over the ranks."""
+        grads = [g if g is not None else torch.zeros_like(p)
+                 for g, p in zip(torch.autograd.grad(loss, params, allow_unused=True), params)]
+        self.dist.average(grads)
+        return grads
 
     def _alpha_gradient(self, train_batch: tuple, val_batch: tuple) -> tuple[list[torch.Tensor], dict]:
         """The architecture gradient (first order, or DARTS' unrolled second order) and the val metrics."""
         if self.config.order == 1:
             loss, parts = self._loss("val", *val_batch, record=True)
-            return list(torch.autograd.grad(loss, self.alphas)), parts
+            return self._grad(loss, self.alphas), parts
         return self._unrolled_alpha_gradient(train_batch, val_batch)
 
     def _unrolled_alpha_gradient(self, train_batch: tuple, val_batch: tuple) -> tuple[list[torch.Tensor], dict]:
@@ -340,24 +357,22 @@ class SDDARTSSearch:
         c = self.config
         lr = self.scheduler.get_last_lr()[0]
         train_loss, _ = self._loss("train", *train_batch)
-        weight_grads = torch.autograd.grad(train_loss, self.weights, allow_unused=True)
+        weight_grads = self._grad(train_loss, self.weights)
         originals = [w.detach().clone() for w in self.weights]
         with torch.no_grad():  # w' = w - lr * (momentum * buffer + grad + wd * w), as the SGD step will do
             for w, g in zip(self.weights, weight_grads):
                 buffer = self.optimizer.state.get(w, {}).get("momentum_buffer")
-                step = (g if g is not None else torch.zeros_like(w)) + c.weight_decay * w
+                step = g + c.weight_decay * w
                 w.sub_(lr * (step if buffer is None else step + c.momentum * buffer))
         val_loss, parts = self._loss("val", *val_batch, record=True)
-        grads = torch.autograd.grad(val_loss, self.alphas + self.weights, allow_unused=True)
-        alpha_grads = [g if g is not None else torch.zeros_like(a) for g, a in zip(grads, self.alphas)]
-        unrolled_weight_grads = [g if g is not None else torch.zeros_like(w)
-                                 for g, w in zip(grads[len(self.alphas):], self.weights)]
+        grads = self._grad(val_loss, self.alphas + self.weights)
+        alpha_grads, unrolled_weight_grads = grads[:len(self.alphas)], grads[len(self.alphas):]
         with torch.no_grad():
             for w, w0 in zip(self.weights, originals):
                 w.copy_(w0)
 
         def train_alpha_grads() -> list[torch.Tensor]:
-            return list(torch.autograd.grad(self._loss("train", *train_batch)[0], self.alphas))
+            return self._grad(self._loss("train", *train_batch)[0], self.alphas)
 
         implicit = finite_difference_jvp(train_alpha_grads, self.weights, unrolled_weight_grads, c.fd_radius)
         return [g - lr * h for g, h in zip(alpha_grads, implicit)], parts
@@ -373,13 +388,15 @@ class SDDARTSSearch:
         loss, parts = self._loss("train", *train_batch, record=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.dist.average_gradients(self.weights)
         nn.utils.clip_grad_norm_(self.weights, c.grad_clip)
         self.optimizer.step()
         for alpha in self.alphas:  # the weight loss must not move the alphas
             alpha.grad = None
-        return {"loss": loss.item(), "ce": parts["ce"].item(), "kl": parts["kl"].item(),
-                "accuracy": parts["accuracy"].item(), "val_ce": val_parts["ce"].item(),
-                "val_kl": val_parts["kl"].item(), "lr": self.scheduler.get_last_lr()[0],
+        local = {"loss": loss.item(), "ce": parts["ce"].item(), "kl": parts["kl"].item(),
+                 "accuracy": parts["accuracy"].item(), "val_ce": val_parts["ce"].item(),
+                 "val_kl": val_parts["kl"].item()}
+        return {**self.dist.average_metrics(local), "lr": self.scheduler.get_last_lr()[0],
                 "alpha_entropy": alpha_entropy(self.alphas)}
 
     def measure_sharpness(self) -> float:
@@ -399,12 +416,14 @@ class SDDARTSSearch:
     def _epoch_record(self, started: float) -> dict:
         c = self.config
         last = self.epoch == c.epochs
+        self.dist.broadcast_buffers(self.net)  # rank 0's BatchNorm statistics everywhere: same evaluation
         sharpness = self.measure_sharpness() if last or self.epoch % c.sharpness_every == 0 else None
         val_accuracy, val_loss = evaluate(self.net, self.val_data, device=self.device)
         genotype = self.net.genotype(top_k=2)
         genotype.meta.update(data=c.data, epoch=self.epoch, method=c.method)
-        (self.run_folder.path / "genotypes").mkdir(exist_ok=True)
-        genotype.save(self.run_folder.path / f"genotypes/epoch_{self.epoch:03d}.json")
+        if self.run_folder.writer:
+            (self.run_folder.path / "genotypes").mkdir(exist_ok=True)
+            genotype.save(self.run_folder.path / f"genotypes/epoch_{self.epoch:03d}.json")
         self.seconds += time.time() - started
         weights = {name: F.softmax(a.detach(), dim=-1).cpu().tolist() for name, a in zip(("normal", "reduce"),
                                                                                          self.alphas)}
@@ -434,6 +453,7 @@ class SDDARTSSearch:
             val_batches = batches(_indexed(self.val_data), c.batch_size, shuffle=True, seed=c.seed + 1,
                                   epoch=self.epoch, augment=self.dataset.augment, drop_last=True)
             for (x_train, i_train), (x_val, i_val) in zip(train_batches, val_batches):
+                x_train, i_train, x_val, i_val = self.dist.shard(x_train, i_train, x_val, i_val)
                 train_batch = (x_train.to(self.device), i_train.to(self.device))
                 metrics = self._train_step(train_batch, (x_val.to(self.device), i_val.to(self.device)))
                 self.step += 1
@@ -459,7 +479,8 @@ class SDDARTSSearch:
     def _write_results(self, record: dict) -> None:
         genotype = self.net.genotype(top_k=2)
         genotype.meta.update(data=self.config.data, epoch=self.epoch, method=self.config.method)
-        genotype.save(self.run_folder.path / "genotype.json")
+        if self.run_folder.writer:
+            genotype.save(self.run_folder.path / "genotype.json")
         self.run_folder.write_json("result.json", {
             "method": self.config.method, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"],
             "sharpness": record["sharpness"], "alpha_entropy": record["alpha_entropy"],
