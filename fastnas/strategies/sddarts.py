@@ -29,8 +29,8 @@ Choices where the paper (or its summary we follow) is silent:
 - sharpness: the dominant eigenvalue of the Hessian of the validation
   cross-entropy w.r.t. the alphas on a fixed validation subset, by power
   iteration with finite-difference Hessian-vector products of autograd
-  gradients (fastnas.ops.mixed_node has no double backward), warm-started from
-  the previous epoch's eigenvector;
+  gradients (as DARTS computes its second-order term; no graph of the
+  gradients is kept), warm-started from the previous epoch's eigenvector;
 - digits/synthetic preset (like DNAD's): C = 8, 5 cells, 10 epochs and alpha
   lr 3e-2: Adam moves an alpha by at most ~lr per step, and a digits search has
   100 steps where a CIFAR one has 19,550, so the DARTS lr 3e-4 would leave the
