@@ -117,6 +117,11 @@ def plot_proxy_fitness(metrics: list[dict], path: Path) -> None:
         ax.plot(iterations, [m["held_out_kendall"] for m in metrics], color="tab:red", label="best (held out)")
     ax.set(xlabel="iteration", ylabel="Kendall tau", title="Auto-DAS proxy search")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_alpha_evolution(metrics: list[dict], primitives: list[str], path: Path) -> None:
     """DARTS/SD-DARTS: the softmax weight of each operator, averaged over the edges, per epoch and cell type."""
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
