@@ -47,3 +47,21 @@ def test_pair_distance(metric):
 
 def test_gram_distance():
     assert gradgradcheck(ops.gram_distance, (rand(3, 4), rand(3, 5)))
+
+
+def test_hessian_when_an_operator_output_is_another_nodes_value():
+    """A skip connection hands node 1's value to node 2 as an operator output, beside operators computed
+    from it: the create_graph backward must take this op's partial derivative only (regression test)."""
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    weight = torch.randn(5, 5, dtype=torch.float64)
+
+    def loss(mixed_node, flat):
+        node1 = mixed_node([x * (k + 1) for k in range(6)], flat[:6].view(2, 3), mask)
+        outs2 = [node1] + [torch.tanh(node1 @ weight) * (k + 1) for k in range(5)]
+        return mixed_node(outs2, flat[6:].view(2, 3), mask).pow(2).sum()
+
+    flat = torch.randn(12, dtype=torch.float64)
+    fused = torch.autograd.functional.hessian(lambda v: loss(ops.mixed_node, v), flat)
+    reference = torch.autograd.functional.hessian(lambda v: loss(ops._reference.mixed_node, v), flat)
+    torch.testing.assert_close(fused, reference)

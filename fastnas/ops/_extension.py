@@ -25,13 +25,18 @@ def build_info() -> dict:
     }
 
 
-def reference_grads(reference, wrt: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    """Gradients of `reference()` w.r.t. `wrt` for the output gradient `grad`, with their own graph.
+def reference_grads(reference, inputs: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of `reference(*inputs)` w.r.t. `inputs` for the output gradient `grad`, with their own graph.
 
     For backward passes with create_graph=True (Hessian-vector products, e.g. DARTS's sharpness):
     the fused backward ops have no derivative of their own, so such a pass differentiates the
-    plain-PyTorch reference instead, which autograd can differentiate again.
+    plain-PyTorch reference instead, which autograd can differentiate again. The reference runs on
+    aliases of the inputs: when one input is computed from another (a skip connection hands a node's
+    value on as an operator output), the gradient must be the partial derivative of this op alone.
     """
     with torch.enable_grad():
-        out = reference()
-    return torch.autograd.grad(out, wrt, grad, create_graph=True, allow_unused=True)
+        aliases = [t.view_as(t) if t.requires_grad else t for t in inputs]
+        out = reference(*aliases)
+    needed = [a for a in aliases if a.requires_grad]
+    grads = iter(torch.autograd.grad(out, needed, grad, create_graph=True, allow_unused=True) if needed else ())
+    return tuple(next(grads) if a.requires_grad else None for a in aliases)

@@ -65,7 +65,7 @@ def _backward(ctx, grad):
     saved = ctx.saved_tensors
     student, teacher = list(saved[: ctx.pairs]), list(saved[ctx.pairs:])
     if torch.is_grad_enabled():  # create_graph=True
-        grad_student = reference_grads(lambda: _reference.at_loss(student, teacher, ctx.p), student, grad)
+        grad_student = reference_grads(lambda *s: _reference.at_loss(s, teacher, ctx.p), student, grad)
         return list(grad_student), [None] * len(teacher), None
     grad_student = _BACKWARD(grad.contiguous(), student, teacher, ctx.p)
     # The teacher is a fixed target: one None per teacher tensor (autograd wants the list's structure).

@@ -64,8 +64,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     tensors = list(ctx.saved_tensors)
     if torch.is_grad_enabled():  # create_graph=True
-        grads = reference_grads(lambda: _reference.foreach_reduce(tensors, ctx.transform, ctx.reduction), tensors,
-                                grad)
+        grads = reference_grads(lambda *t: _reference.foreach_reduce(t, ctx.transform, ctx.reduction), tensors, grad)
         return list(grads), None, None
     grads = _BACKWARD(grad.contiguous(), tensors, ctx.transform, ctx.reduction)
     return list(grads), None, None

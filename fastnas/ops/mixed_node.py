@@ -58,7 +58,7 @@ def _backward(ctx, grad):
     alpha, mask, *outs = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True
         *grad_outs, grad_alpha = reference_grads(
-            lambda: _reference.mixed_node(outs, alpha, mask, ctx.mode, ctx.temperature), outs + [alpha], grad)
+            lambda *t: _reference.mixed_node(t[:-1], t[-1], mask, ctx.mode, ctx.temperature), outs + [alpha], grad)
         return grad_outs, grad_alpha, None, None, None
     grad_outs, grad_alpha = _BACKWARD(grad.contiguous(), outs, alpha, mask, ctx.mode, ctx.temperature)
     return list(grad_outs), grad_alpha, None, None, None

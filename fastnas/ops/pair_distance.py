@@ -84,7 +84,7 @@ def _pair_backward(ctx, grad):
     student, teacher = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True
         grad_student, grad_teacher = reference_grads(
-            lambda: _reference.pair_distance(student, teacher, ctx.metric), [student, teacher], grad)
+            lambda s, t: _reference.pair_distance(s, t, ctx.metric), [student, teacher], grad)
         return grad_student, grad_teacher, None
     grad_student, grad_teacher = _PAIR_BACKWARD(grad.contiguous(), student, teacher, ctx.metric)
     return grad_student, grad_teacher, None
@@ -97,7 +97,7 @@ def _gram_setup_context(ctx, inputs, output):
 def _gram_backward(ctx, grad):
     student, teacher = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True
-        return reference_grads(lambda: _reference.gram_distance(student, teacher), [student, teacher], grad)
+        return reference_grads(_reference.gram_distance, [student, teacher], grad)
     return _GRAM_BACKWARD(grad, student, teacher)
 
 
