@@ -57,6 +57,7 @@ gpu-check:
 	FASTNAS_FUZZ_EXAMPLES=20 compute-sanitizer --tool racecheck python3 -m pytest tests -q -x -k "cuda" > $(OUT)/racecheck.txt 2>&1; tail -5 $(OUT)/racecheck.txt
 	python3 -m pytest bench -q --benchmark-json=$(OUT)/gpu-bench.json
 	python3 -m fastnas.benchmarks $(OUT)/gpu-bench.json | tee $(OUT)/gpu-ratios.txt
+	python3 bench/bench_search_step.py --device cuda --batch 64 --size 32 --out $(OUT)/search-step-gpu.json > $(OUT)/search-step.log 2>&1; tail -3 $(OUT)/search-step.log
 
 clean:
 	rm -rf build cmake-build cmake-build.log fastnas/_C*.so *.egg-info
