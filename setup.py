@@ -76,16 +76,19 @@ def extensions():
 
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     macros = [("FASTNAS_VERSION", f'"{VERSION}"')]
-    cxx_flags = ["-O3"]
+    # at::parallel_for is a header template whose `omp parallel` is compiled into our
+    # code: without -fopenmp every parallel loop of the CPU kernels runs on one thread.
+    cxx_flags = ["-O3", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     if not with_cuda:
         return [CppExtension("fastnas._C", sources, define_macros=macros,
-                             extra_compile_args={"cxx": cxx_flags})]
+                             extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)]
     arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
     macros += [("FASTNAS_WITH_CUDA", "1"), ("FASTNAS_CUDA_ARCH_LIST", f'"{arch_list}"')]
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
     return [CUDAExtension("fastnas._C", sources, define_macros=macros, include_dirs=wheel_cuda_includes(),
-                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})]
+                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, extra_link_args=link_flags)]
 
 
 def main():

@@ -39,6 +39,11 @@ inline ForeachReducePlan check_foreach_reduce_inputs(at::TensorList tensors, c10
   plan.reduction = parse_option<ForeachReduction>(reduction, "reduction", kForeachReductions);
   TORCH_CHECK(!tensors.empty(), "tensors: expected a non-empty list of tensors, got an empty list");
   for (size_t i = 0; i < tensors.size(); ++i) {
+    // A tensor of the first one's dtype and device passes the checks below: skip
+    // building their argument names, which costs about as much as reducing a small tensor.
+    if (i > 0 && tensors[i].scalar_type() == tensors[0].scalar_type() && tensors[i].device() == tensors[0].device()) {
+      continue;
+    }
     check_floating(tensors[i], indexed("tensors", i), allow_half);
     check_same_device(tensors[i], indexed("tensors", i), tensors[0], "tensors[0]");
     check_same_dtype(tensors[i], indexed("tensors", i), tensors[0], "tensors[0]");

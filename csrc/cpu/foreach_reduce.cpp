@@ -6,14 +6,18 @@
 // result is the same bit for bit whatever the number of threads, and many small
 // tensors and a few big ones balance alike. Transforms are computed in the
 // input precision (libm per element, or ATen's SIMD kernels on long segments),
-// sums in double.
+// sums in double; the segment loops are cloned per ISA (simd.h).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <bit>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "../common/foreach_reduce.h"
+#include "simd.h"
 
 namespace fastnas {
 namespace {
@@ -65,10 +69,11 @@ void for_each_segment(const Partition& part, const Body& body) {
 }
 
 // Calls f with the transform and the reduction as compile-time constants, so
-// that the inner loops hold no switch.
+// that the inner loops hold no switch. Always inlined, so that the loops
+// inlined into a clone of segment_value are compiled for its ISA.
 template <typename F>
-void with_options(const ForeachReducePlan& plan, const F& f) {
-  auto with_reduction = [&](auto transform) {
+FASTNAS_ALWAYS_INLINE void with_options(const ForeachReducePlan& plan, const F& f) {
+  auto with_reduction = [&](auto transform) __attribute__((always_inline)) {
     using R = ForeachReduction;
     switch (plan.reduction) {
       case R::Sum: return f(transform, std::integral_constant<R, R::Sum>{});
@@ -92,20 +97,56 @@ void with_options(const ForeachReducePlan& plan, const F& f) {
   }
 }
 
-// Sum over the segment of reduction_term(transform(x)): the transform in the
-// input precision (as torch computes it), the sum in double.
-template <ForeachTransform transform, ForeachReduction reduction, typename scalar_t>
-double segment_total(const scalar_t* x, int64_t n) {
-  auto term = [](scalar_t v) {
-    return foreach_reduction_term(static_cast<double>(foreach_transform_value(v, transform)), reduction);
-  };
-  double lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] += term(x[i + l]);
+// log(x) of a float x >= FLT_MIN (or inf, NaN) without calls or branches, so
+// that the compiler vectorizes it where libm's logf is one call per element.
+// Cephes' logf: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log(m) from a
+// polynomial in m - 1, e log(2) added in two parts; within 1 ulp of log(x).
+FASTNAS_ALWAYS_INLINE float log_vectorizable(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  // Exponent and mantissa m in [1/2, 1), then moved into [sqrt(1/2), sqrt(2)).
+  float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126);
+  float m = std::bit_cast<float>((bits & 0x007fffffu) | 0x3f000000u);
+  const bool low = m < 0.707106781186547524f;
+  e = low ? e - 1.0f : e;
+  const float r = (low ? m + m : m) - 1.0f;
+  const float r2 = r * r;
+  const float p = ((((((((7.0376836292e-2f * r - 1.1514610310e-1f) * r + 1.1676998740e-1f) * r - 1.2420140846e-1f) *
+                            r + 1.4249322787e-1f) * r - 1.6668057665e-1f) * r + 2.0000714765e-1f) * r -
+                      2.4999993993e-1f) * r + 3.3333331174e-1f);
+  const float log_m = r + (p * r * r2 - 0.5f * r2 + e * -2.12194440e-4f);
+  const float result = log_m + e * 0.693359375f;
+  return x < std::numeric_limits<float>::infinity() ? result : x;  // log(inf) = inf, NaN stays NaN
+}
+
+// y = transform(x) as foreach_transform_value, with log_abs of a float computed
+// by log_vectorizable (its argument |x| + 1e-6 is >= FLT_MIN).
+template <ForeachTransform transform, typename scalar_t>
+FASTNAS_ALWAYS_INLINE scalar_t transform_value(scalar_t x) {
+  if constexpr (transform == ForeachTransform::LogAbs && std::is_same_v<scalar_t, float>) {
+    return log_vectorizable(std::fabs(x) + static_cast<float>(kForeachLogAbsEps));
   }
+  return foreach_transform_value(x, transform);
+}
+
+// Sum over the segment of reduction_term(transform(x)): the transform in the
+// input precision (as torch computes it), the sum in double. The transform
+// fills a block buffer in a plain elementwise loop, which the compiler
+// vectorizes (it does not when the same math sits inside the summation loop).
+template <ForeachTransform transform, ForeachReduction reduction, typename scalar_t>
+FASTNAS_ALWAYS_INLINE double segment_total(const scalar_t* __restrict__ x, int64_t n) {
+  constexpr int64_t kBlock = 32 * kLanes;
+  scalar_t y[kBlock];
+  double lanes[kLanes] = {};
   double tail = 0;
-  for (; i < n; ++i) tail += term(x[i]);
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t len = std::min(kBlock, n - start);
+    for (int64_t i = 0; i < len; ++i) y[i] = transform_value<transform>(x[start + i]);
+    int64_t i = 0;
+    for (; i + kLanes <= len; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) lanes[l] += foreach_reduction_term(static_cast<double>(y[i + l]), reduction);
+    }
+    for (; i < len; ++i) tail += foreach_reduction_term(static_cast<double>(y[i]), reduction);  // last block only
+  }
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
 }
 
@@ -115,8 +156,10 @@ double segment_total(const scalar_t* x, int64_t n) {
 // little) ATen computes the transform into a buffer that the reduction then reads.
 constexpr int64_t kAtenMinSegment = 1024;
 
+template <typename scalar_t>
 constexpr bool slow_per_element(ForeachTransform transform) {
-  return transform == ForeachTransform::Relu || transform == ForeachTransform::Exp || transform == ForeachTransform::LogAbs ||
+  if (transform == ForeachTransform::LogAbs) return !std::is_same_v<scalar_t, float>;  // see transform_value
+  return transform == ForeachTransform::Relu || transform == ForeachTransform::Exp ||
          transform == ForeachTransform::SqrtAbs || transform == ForeachTransform::Sigmoid ||
          transform == ForeachTransform::Tanh;
 }
@@ -134,8 +177,8 @@ at::Tensor aten_transform(const at::Tensor& x, ForeachTransform transform) {
 }
 
 template <ForeachTransform transform, ForeachReduction reduction, typename scalar_t>
-double segment_value(const scalar_t* x, int64_t n) {
-  if constexpr (slow_per_element(transform)) {
+FASTNAS_ALWAYS_INLINE double segment_value_impl(const scalar_t* __restrict__ x, int64_t n) {
+  if constexpr (slow_per_element<scalar_t>(transform)) {
     if (n >= kAtenMinSegment) {
       const auto view = at::from_blob(const_cast<scalar_t*>(x), {n}, c10::CppTypeToScalarType<scalar_t>::value);
       const auto y = aten_transform(view, transform);
@@ -145,6 +188,19 @@ double segment_value(const scalar_t* x, int64_t n) {
   return segment_total<transform, reduction>(x, n);
 }
 
+// The total of one segment; the switch over the options runs once per segment.
+#define FASTNAS_SEGMENT_VALUE(T)                                                                             \
+  FASTNAS_CPU_CLONES double segment_value(const T* __restrict__ x, int64_t n, ForeachReducePlan plan) {     \
+    double total = 0;                                                                                        \
+    with_options(plan, [&](auto transform, auto reduction) __attribute__((always_inline)) {                  \
+      total = segment_value_impl<decltype(transform)::value, decltype(reduction)::value>(x, n);              \
+    });                                                                                                      \
+    return total;                                                                                            \
+  }
+FASTNAS_SEGMENT_VALUE(float)
+FASTNAS_SEGMENT_VALUE(double)
+#undef FASTNAS_SEGMENT_VALUE
+
 // reduction(transform(x)) of every tensor, in double.
 std::vector<double> reduce_all(const std::vector<at::Tensor>& inputs, const Partition& part,
                                const ForeachReducePlan& plan) {
@@ -152,12 +208,9 @@ std::vector<double> reduce_all(const std::vector<at::Tensor>& inputs, const Part
   AT_DISPATCH_FLOATING_TYPES(inputs[0].scalar_type(), "foreach_reduce_cpu", [&] {
     std::vector<const scalar_t*> data;
     for (const auto& t : inputs) data.push_back(t.data_ptr<scalar_t>());
-    with_options(plan, [&](auto transform, auto reduction) {
-      for_each_segment(part, [&](int64_t s) {
-        const Segment& seg = part.segments[s];
-        partial[s] = segment_value<decltype(transform)::value, decltype(reduction)::value>(
-            data[seg.tensor] + seg.begin, seg.end - seg.begin);
-      });
+    for_each_segment(part, [&](int64_t s) {
+      const Segment& seg = part.segments[s];
+      partial[s] = segment_value(data[seg.tensor] + seg.begin, seg.end - seg.begin, plan);
     });
   });
   std::vector<double> values(inputs.size(), 0.0);
@@ -172,9 +225,11 @@ at::Tensor foreach_reduce_cpu(at::TensorList tensors, c10::string_view transform
   const auto plan = check_foreach_reduce_inputs(tensors, transform, reduction, /*allow_half=*/false);
   const auto inputs = contiguous_all(tensors);
   const auto values = reduce_all(inputs, partition(inputs), plan);
-  auto result = at::empty({static_cast<int64_t>(values.size())}, at::TensorOptions().dtype(at::kDouble));
-  std::copy(values.begin(), values.end(), result.data_ptr<double>());
-  return result.to(tensors[0].scalar_type());
+  auto result = at::empty({static_cast<int64_t>(values.size())}, inputs[0].options());
+  AT_DISPATCH_FLOATING_TYPES(result.scalar_type(), "foreach_reduce_result", [&] {
+    std::copy(values.begin(), values.end(), result.data_ptr<scalar_t>());  // rounds to the input dtype
+  });
+  return result;
 }
 
 std::vector<at::Tensor> foreach_reduce_backward_cpu(const at::Tensor& grad, at::TensorList tensors,
