@@ -30,9 +30,11 @@ def _pack_operator_output(tensor: torch.Tensor, zero_outputs: set[int]):
     node = tensor.grad_fn
     if tensor.data_ptr() in zero_outputs:
         return ("zeros", tensor.shape, tensor.dtype, tensor.device)
-    if (type(node).__name__ in _BATCH_NORM_NODES and node._saved_training and node._saved_weight is None
-            and tensor.dim() >= 2):
-        return ("batch_norm", node._saved_input, node._saved_eps)
+    name = type(node).__name__
+    if name in _BATCH_NORM_NODES and node._saved_training and node._saved_weight is None and tensor.dim() >= 2:
+        # The CPU/CUDA native kernel also saved the batch mean and 1/std: rebuilding is then one pass.
+        stats = (node._saved_result1, node._saved_result2) if name == "NativeBatchNormBackward0" else None
+        return ("batch_norm", node._saved_input, node._saved_eps, stats)
     return tensor
 
 
@@ -42,9 +44,13 @@ def _unpack_operator_output(packed) -> torch.Tensor:
     if packed[0] == "zeros":
         _, shape, dtype, device = packed
         return torch.zeros(shape, dtype=dtype, device=device)
-    # Batch statistics of x again: a differentiable graph when backward runs with create_graph=True.
-    _, x, eps = packed
-    return F.batch_norm(x, None, None, training=True, eps=eps)
+    _, x, eps, stats = packed
+    if stats is None or torch.is_grad_enabled():
+        # Batch statistics of x again (a differentiable graph when backward runs with create_graph=True).
+        return F.batch_norm(x, None, None, training=True, eps=eps)
+    mean, inv_std = stats
+    # (x - mean) * inv_std as BatchNorm's one-pass inference kernel: var = 1 / inv_std^2 - eps.
+    return F.batch_norm(x, mean, inv_std.pow(-2) - eps, training=False, eps=eps)
 
 
 class MixedNode(nn.Module):
