@@ -29,15 +29,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import batches, load_data, num_batches, split
+from ..data import batches, num_batches, split
 from ..distill import load_teacher, make_kd_loss
 from ..distill.teachers import check_teacher_matches
 from ..distributed import Distributed
 from ..evaluators import evaluate
 from ..nn.cost import count_flops, count_params
+from ..nn.darts_ops import check_primitives
 from ..runs import RunFolder
 from ..search_spaces.darts import DiscreteNetwork, Genotype, SuperNetwork
-from ..nn.darts_ops import check_primitives
+from .base import Search
 from .snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
 AUTHORS_CIFAR_OPS = ("sep_conv_3x3", "skip_connect", "dil_conv_5x5")
@@ -117,7 +118,7 @@ def _keep_live_params(optimizer: torch.optim.Optimizer, live: set[int]) -> None:
         group["params"] = [p for p in group["params"] if id(p) in live]
 
 
-class DNADSearch:
+class DNADSearch(Search):
     """A DNAD search writing into a RunFolder; `run()` executes it (resuming if the folder has a checkpoint).
 
     Under torchrun pass `dist` (fastnas.distributed): each rank trains on its share of the global batch,
@@ -126,13 +127,8 @@ class DNADSearch:
 
     def __init__(self, config: DNADConfig, run: RunFolder, progress: bool = True,
                  log: Callable[[str], None] = print, dist: Distributed = Distributed()):
-        self.dist = dist
-        self.config, self.run_folder = config, run
-        self.progress, self.log = progress and dist.is_main, log if dist.is_main else (lambda _: None)
+        super().__init__(config, run, progress, log, dist)
         c = config
-        torch.manual_seed(c.seed)
-        self.device = dist.device_for(c.device)
-        self.dataset = load_data(c.data)
         self.train_data, self.val_data = split(self.dataset.train, 1 - c.val_fraction, seed=c.seed)
         self.input_shape = (self.dataset.in_channels, self.dataset.image_size, self.dataset.image_size)
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,

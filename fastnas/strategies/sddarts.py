@@ -51,12 +51,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import ImageData, batches, load_data, num_batches, split
+from ..data import ImageData, batches, num_batches, split
 from ..distributed import Distributed
 from ..evaluators import evaluate
+from ..nn.darts_ops import DARTS_PRIMITIVES, check_primitives
 from ..runs import RunFolder
 from ..search_spaces.darts import SuperNetwork
-from ..nn.darts_ops import DARTS_PRIMITIVES, check_primitives
+from .base import Search
 from .dnad import is_small
 
 
@@ -259,7 +260,7 @@ def _indexed(data: ImageData) -> ImageData:
     return ImageData(data.images, torch.arange(len(data), device=data.labels.device))
 
 
-class SDDARTSSearch:
+class SDDARTSSearch(Search):
     """An SD-DARTS (or DARTS) search writing into a RunFolder; `run()` executes or resumes it.
 
     Under torchrun pass `dist` (fastnas.distributed): every rank takes its share of each training and
@@ -271,13 +272,8 @@ class SDDARTSSearch:
 
     def __init__(self, config: SDDARTSConfig, run: RunFolder, progress: bool = True,
                  log: Callable[[str], None] = print, dist: Distributed = Distributed()):
-        self.dist = dist
-        self.config, self.run_folder = config, run
-        self.progress, self.log = progress and dist.is_main, log if dist.is_main else (lambda _: None)
+        super().__init__(config, run, progress, log, dist)
         c = config
-        torch.manual_seed(c.seed)
-        self.device = dist.device_for(c.device)
-        self.dataset = load_data(c.data)
         self.train_data, self.val_data = split(self.dataset.train, c.train_fraction, seed=c.seed)
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
                                 mode="softmax", alpha_per_cell=False).to(self.device)
