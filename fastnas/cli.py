@@ -294,8 +294,10 @@ def _add_common(parser: argparse.ArgumentParser, out_required: bool = True) -> N
 def _proxies(args: argparse.Namespace) -> int:
     from .data import batches, load_data
     from .distill import load_teacher
-    from .evaluators.proxy_table import (ScoreCache, correlation_table, format_markdown, load_ground_truth,
-                                         nan_as_lowest, score_architectures, write_tables)
+    from .distributed import Distributed
+    from .evaluators.proxy_table import (RANK_SCORES, ScoreCache, correlation_table, format_markdown,
+                                         load_ground_truth, merge_rank_scores, nan_as_lowest, score_architectures,
+                                         score_matrix, write_tables)
     from .plots import plot_proxy_scatter
     from .proxies import available_proxies, get_proxy, network_outputs
     from .runs import atomic_write_json
@@ -316,22 +318,33 @@ def _proxies(args: argparse.Namespace) -> int:
         previous = {key: json.loads(config_path.read_text()).get(key) for key in settings}
         if previous != settings:
             raise ValueError(f"out: {out} holds scores for {previous}, not {settings}; choose another --out")
+    dist = Distributed.from_env(args.device)
+    device = dist.device_for(args.device)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(config_path, {**settings, "gt": str(args.gt), "proxies": names})
+    if dist.is_main:
+        atomic_write_json(config_path, {**settings, "gt": str(args.gt), "proxies": names})
 
     dataset = load_data(args.data)
     images, labels = next(batches(dataset.train, args.batch_size, shuffle=True, seed=args.seed, drop_last=True))
-    images, labels = images.to(args.device), labels.to(args.device)
+    images, labels = images.to(device), labels.to(device)
     teacher = None
-    if any(p.needs_teacher for p in proxies):
-        teacher = network_outputs(load_teacher(args.teacher, dataset, args.device, progress=not args.quiet), images)
+    if any(p.needs_teacher for p in proxies):  # rank 0 first: it trains and caches a built-in teacher once
+        teacher = network_outputs(dist.main_first(
+            lambda: load_teacher(args.teacher, dataset, device, progress=not args.quiet and dist.is_main)), images)
 
     def build(arch: str):
         return space.build(arch, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
-                           image_size=dataset.image_size, **gt.options).to(args.device)
+                           image_size=dataset.image_size, **gt.options).to(device)
 
-    scores = score_architectures(gt, names, build, (images, labels), teacher, ScoreCache(out / "scores.jsonl"),
-                                 seed=args.seed, progress=not args.quiet)
+    # Each rank scores every world_size-th architecture; cached scores of any earlier run count.
+    own = out / (RANK_SCORES.format(dist.rank) if dist.enabled else "scores.jsonl")
+    cache = ScoreCache(own, also_read=[out / "scores.jsonl"] if dist.enabled else [])
+    score_architectures(gt.archs[dist.rank::dist.world_size], names, build, (images, labels), teacher, cache,
+                        seed=args.seed, progress=not args.quiet and dist.is_main)
+    dist.barrier()
+    if not dist.is_main:
+        return 0
+    scores = score_matrix(merge_rank_scores(out) if dist.enabled else cache, names, gt.archs)
     rows = correlation_table(names, scores, gt.accuracy)
     write_tables(out, rows, {**settings, "gt": str(args.gt), "architectures": len(gt.archs)})
     plot_proxy_scatter(rows, nan_as_lowest(scores), gt.accuracy, out / "proxy_scatter.png")

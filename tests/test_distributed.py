@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -14,11 +15,13 @@ import torch.nn.functional as F
 from fastnas.distill import TeacherResNet, save_teacher_checkpoint
 from fastnas.distributed import Distributed
 from fastnas.evaluators.ground_truth import read_records
+from fastnas.evaluators.proxy_table import read_scores
 from fastnas.runs import RunFolder
-from fastnas.search_spaces import SuperNetwork
+from fastnas.search_spaces import SuperNetwork, get_space
 from fastnas.strategies import DNADSearch, SDDARTSConfig, SDDARTSSearch
 
 from test_dnad import tiny_config
+from test_proxies import write_gt
 from test_sddarts import TINY as SDDARTS_TINY
 
 WORLD = 2
@@ -185,3 +188,19 @@ def test_torchrun_runs_the_sddarts_command(tmp_path):
                       "--batch-size", "8", "--epochs", "2", "--ops", "none,skip_connect,sep_conv_3x3", "--out", str(out))
     assert result.stdout.count("SDDARTS search done") == 1
     assert (out / "genotype.json").exists() and (out / "result.json").exists() and (out / "alphas.png").exists()
+
+
+def test_torchrun_proxy_scores_equal_one_process(tmp_path):
+    space, rng = get_space("nb201"), random.Random(0)
+    archs = [space.sample(rng) for _ in range(5)]
+    write_gt(tmp_path / "gt.jsonl", archs, [0.5, 0.7, 0.6, 0.9, 0.8])
+    (tmp_path / "gt-config.json").write_text(json.dumps({"space": "nb201", "data": "digits",
+                                                         "options": {"C": 2, "N": 1}}))
+    args = ["proxies", "--gt", str(tmp_path / "gt.jsonl"), "--proxies", "params,snip,synflow", "--batch-size", "16"]
+    torchrun(1, *args, "--out", str(tmp_path / "one"))
+    torchrun(WORLD, *args, "--out", str(tmp_path / "two"))
+    one, two = (read_scores([tmp_path / name / "scores.jsonl"]) for name in ("one", "two"))
+    assert len(one) == 5 * 3 and two == one  # every (arch, proxy) once, the same values
+    assert not list((tmp_path / "two").glob("scores.rank-*"))  # the ranks' files are merged away
+    tables = [json.loads((tmp_path / name / "proxy_table.json").read_text())["rows"] for name in ("one", "two")]
+    assert tables[0] == tables[1]

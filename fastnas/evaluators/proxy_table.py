@@ -4,7 +4,9 @@ Every architecture of a ground-truth file (``gt.jsonl`` of ``fastnas bench-gt``)
 with a fixed seed and scored by every proxy on the same real training batch, the teacher's
 outputs computed once; then Kendall tau, Spearman rho and Pearson r of each proxy against the
 distilled accuracy. Scores are appended to ``OUT/scores.jsonl`` as they are computed, so a
-rerun (after an interruption, or with more proxies) computes only what is missing.
+rerun (after an interruption, or with more proxies) computes only what is missing. Under
+torchrun each rank scores its share of the architectures into ``OUT/scores.rank-R.jsonl``
+and rank 0 folds those files into ``scores.jsonl``.
 """
 
 from __future__ import annotations
@@ -77,12 +79,13 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
     return GroundTruth(spaces.pop(), archs, mean_accuracy, dict(config.get("options") or {}), config.get("data"))
 
 
-class ScoreCache:
-    """Scores already computed, one JSON line {arch, scores: {proxy: value}} per architecture pass."""
+RANK_SCORES = "scores.rank-{}.jsonl"
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.scores: dict[tuple[str, str], float] = {}
+
+def read_scores(paths: Sequence[Path]) -> dict[tuple[str, str], float]:
+    """{(arch, proxy): score} of the score files that exist among `paths`."""
+    scores = {}
+    for path in paths:
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
@@ -90,7 +93,19 @@ class ScoreCache:
                 except json.JSONDecodeError:
                     continue  # a line torn by an interruption: recomputed
                 for proxy, value in record["scores"].items():
-                    self.scores[(record["arch"], proxy)] = value
+                    scores[(record["arch"], proxy)] = value
+    return scores
+
+
+class ScoreCache:
+    """Scores already computed, one JSON line {arch, scores: {proxy: value}} per architecture pass.
+
+    Appends to `path`; also reads the files `also_read` (under torchrun: the merged file of earlier runs).
+    """
+
+    def __init__(self, path: Path, also_read: Sequence[Path] = ()):
+        self.path = path
+        self.scores = read_scores([path, *also_read])
 
     def missing(self, arch: str, proxies: Sequence[str]) -> list[str]:
         return [p for p in proxies if (arch, p) not in self.scores]
@@ -104,22 +119,41 @@ class ScoreCache:
         self.scores.update({(arch, p): v for p, v in scores.items()})
 
 
-def score_architectures(gt: GroundTruth, proxies: Sequence[str], build: Callable[[str], nn.Module],
+def score_architectures(archs: Sequence[str], proxies: Sequence[str], build: Callable[[str], nn.Module],
                         batch: tuple[torch.Tensor, torch.Tensor], teacher: NetworkOutputs | None,
-                        cache: ScoreCache, seed: int = 0, progress: bool = True) -> torch.Tensor:
-    """Scores [P, N] (float64) of `proxies` on the architectures of `gt`.
+                        cache: ScoreCache, seed: int = 0, progress: bool = True) -> None:
+    """Adds the scores of `proxies` on `archs` that `cache` lacks.
 
     `build(arch)` makes the network; the global RNG is seeded with `seed` before each build so
-    an architecture's initial weights do not depend on the order or on what the cache held.
+    an architecture's initial weights do not depend on the order, the rank or what the cache held.
     """
     from tqdm import tqdm
 
-    for arch in tqdm(gt.archs, disable=not progress, desc="proxies", unit="arch"):
+    for arch in tqdm(archs, disable=not progress, desc="proxies", unit="arch"):
         todo = cache.missing(arch, proxies)
         if todo:
             torch.manual_seed(seed)
             cache.add(arch, score_many(todo, build(arch), batch, teacher))
-    return torch.tensor([[cache.scores[(arch, p)] for arch in gt.archs] for p in proxies], dtype=torch.float64)
+
+
+def score_matrix(cache: ScoreCache, proxies: Sequence[str], archs: Sequence[str]) -> torch.Tensor:
+    """Scores [P, N] (float64) of `proxies` on `archs`, all in `cache`."""
+    return torch.tensor([[cache.scores[(arch, p)] for arch in archs] for p in proxies], dtype=torch.float64)
+
+
+def merge_rank_scores(out: Path) -> ScoreCache:
+    """Folds the ranks' files into OUT/scores.jsonl (each (arch, proxy) once) and removes them."""
+    shards = sorted(out.glob(RANK_SCORES.format("*")))
+    merged = ScoreCache(out / "scores.jsonl")
+    by_arch: dict[str, dict[str, float]] = {}
+    for (arch, proxy), value in read_scores(shards).items():
+        if (arch, proxy) not in merged.scores:
+            by_arch.setdefault(arch, {})[proxy] = value
+    for arch, scores in by_arch.items():
+        merged.add(arch, scores)
+    for shard in shards:
+        shard.unlink()
+    return merged
 
 
 def nan_as_lowest(scores: torch.Tensor) -> torch.Tensor:
