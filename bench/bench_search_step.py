@@ -1,9 +1,10 @@
 """One whole search step: the reference code's eager MixedOp against fastnas, time, memory and op counts.
 
-Two steps (see SearchStep): first-order DARTS (an architecture update on a
+Three steps (see SearchStep): first-order DARTS (an architecture update on a
 validation batch, then a weight update on a training batch) on the standard
-super-network (8 cells, 8 operators, 4 nodes), and DNAD's single-level step with
-the AT loss from a frozen teacher. Both implementations run the very same
+super-network (8 cells, 8 operators, 4 nodes), the same with SD-DARTS's KL to
+voted teachers, and DNAD's single-level step with the AT loss from a frozen
+teacher. Both implementations run the very same
 modules and parameters; they differ only in how a node combines its candidates
 (and, for DNAD, in the AT loss: eager reference vs fused op):
 
@@ -18,7 +19,8 @@ each still checks that the two give the same loss and gradients). Running the
 file writes the full comparison, with saved-tensor bytes and profiler op
 counts, as JSON:
 
-    python bench/bench_search_step.py [--methods darts,dnad] [--batch 32] [--size 16] [--C 16] [--steps 5] [--out FILE]
+    python bench/bench_search_step.py [--methods darts,sddarts,dnad] [--batch 32] [--size 16] [--C 16]
+                                      [--steps 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from fastnas.ops import _reference
 from fastnas.ops._reference import mixed_node_weights
 from fastnas.search_spaces import DARTS_PRIMITIVES, SuperNetwork
 from fastnas.strategies.dnad import AUTHORS_CIFAR_OPS
+from fastnas.strategies.sddarts import self_distillation_kl
 from fastnas.strategies.snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
 
@@ -77,6 +80,8 @@ class SearchStep:
 
     method "darts": first-order DARTS, an architecture step on the validation batch (Adam 3e-4)
     then a weight step on the training batch (SGD 0.025, momentum 0.9, clip 5).
+    method "sddarts": the DARTS step with SD-DARTS's loss, CE + KL(voted teacher || student) at T = 2 on
+    both levels; the voted teacher is the mean of K = 2 stored softened predictions per sample.
     method "dnad": DNAD's single-level step on its 3 CIFAR operators: (CE + AT from a frozen teacher)
     * (1 + gamma S) + gamma mu S on one batch, Adam on the weights and SGD on the per-cell alphas
     (relu_norm weights).
@@ -102,14 +107,19 @@ class SearchStep:
             self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), 3e-4, betas=(0.5, 0.999),
                                                    weight_decay=1e-3)
         generator = torch.Generator().manual_seed(seed + 1)
+        # (images, labels, voted teacher probabilities: the mean of K = 2 stored softened predictions)
         self.train_batch, self.val_batch = [
             (torch.randn(batch, 3, size, size, generator=generator, dtype=dtype).to(device),
-             torch.randint(0, 10, (batch,), generator=generator).to(device)) for _ in range(2)]
+             torch.randint(0, 10, (batch,), generator=generator).to(device),
+             F.softmax(torch.randn(2, batch, 10, generator=generator, dtype=dtype) / 2, dim=-1).mean(0).to(device))
+            for _ in range(2)]
 
     def loss(self, batch) -> torch.Tensor:
-        images, labels = batch
+        images, labels, voted_teacher = batch
         logits, features = self.net(images)
         loss = F.cross_entropy(logits, labels)
+        if self.method == "sddarts":
+            loss = loss + self_distillation_kl(logits, voted_teacher, temperature=2.0)
         if self.method == "dnad":
             loss = loss + self.at_loss(features, self.teacher(images)[1])
             loss = self.shrinking.loss(loss, sparsity_entropy(self.net.node_weights()), warm_up=False)
@@ -118,7 +128,7 @@ class SearchStep:
     def run(self) -> None:
         self.weight_optimizer.zero_grad(set_to_none=True)
         self.arch_optimizer.zero_grad(set_to_none=True)
-        if self.method == "darts":
+        if self.method != "dnad":  # bi-level
             self.loss(self.val_batch).backward()
             self.arch_optimizer.step()
             self.weight_optimizer.zero_grad(set_to_none=True)
@@ -142,8 +152,10 @@ def implementation(name: str) -> contextlib.AbstractContextManager:
 
 def op_counts(step: SearchStep) -> dict[str, int]:
     """Operator calls in one step as the profiler records them (every aten:: call, nested ones included)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
-                                + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else [])) as prof:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
         step.run()
     events = prof.events()
     counts = {"aten_ops": sum(e.name.startswith("aten::") for e in events),
@@ -191,7 +203,7 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
 
 # ------------------------------------------------------------------ pytest-benchmark
 
-METHODS = ["darts", "dnad"]
+METHODS = ["darts", "sddarts", "dnad"]
 BENCH_SHAPES = dict(C=16, layers=8, batch=32, size=16)
 TEST_SHAPES = dict(C=4, layers=3, batch=4, size=8)  # CI (--benchmark-disable): the checks only
 
