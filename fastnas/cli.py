@@ -515,4 +515,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "compile", False) is None:
         args.compile = not args.quick
-    return args.run(args)
+    status = args.run(args)
+    if torch.distributed.is_initialized():
+        # Under torchrun the ranks leave together (rank 0 writes last): a rank exiting while the process
+        # group's threads still run aborts ("terminate called without an active exception"). On an error
+        # the exception propagates instead and torchrun stops the other ranks.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return status
