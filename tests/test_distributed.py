@@ -171,8 +171,8 @@ def test_torchrun_runs_the_dnad_command(tmp_path):
 def test_torchrun_bench_gt_equals_one_process(tmp_path):
     teacher = tmp_path / "teacher.pt"
     save_teacher_checkpoint(TeacherResNet(3, 10, widths=(8, 16, 32), blocks=1), teacher)
-    args = ["bench-gt", "--space", "nb201", "--data", "synthetic:40", "--num-archs", "4", "--teacher", f"checkpoint:{teacher}",
-            "--epochs", "1", "--batch-size", "8", "--C", "2", "--N", "1"]
+    args = ["bench-gt", "--space", "nb201", "--data", "synthetic:40", "--num-archs", "4",
+            "--teacher", f"checkpoint:{teacher}", "--epochs", "1", "--batch-size", "8", "--C", "2", "--N", "1"]
     torchrun(1, *args, "--out", str(tmp_path / "one"))
     torchrun(WORLD, *args, "--out", str(tmp_path / "two"))
     one, two = (read_records(tmp_path / name / "gt.jsonl") for name in ("one", "two"))
@@ -185,7 +185,8 @@ def test_torchrun_bench_gt_equals_one_process(tmp_path):
 def test_torchrun_runs_the_sddarts_command(tmp_path):
     out = tmp_path / "run"
     result = torchrun(WORLD, "sddarts", "--data", "synthetic:64", "--C", "2", "--layers", "3", "--nodes", "2",
-                      "--batch-size", "8", "--epochs", "2", "--ops", "none,skip_connect,sep_conv_3x3", "--out", str(out))
+                      "--batch-size", "8", "--epochs", "2", "--ops", "none,skip_connect,sep_conv_3x3",
+                      "--out", str(out))
     assert result.stdout.count("SDDARTS search done") == 1
     assert (out / "genotype.json").exists() and (out / "result.json").exists() and (out / "alphas.png").exists()
 

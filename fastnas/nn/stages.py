@@ -1,4 +1,4 @@
-"""The forward pass shared by the staged networks (students, teacher): stem, then stages, keeping each stage's output."""
+"""The forward pass shared by the staged student networks: stem, then stages, keeping each stage's output."""
 
 from __future__ import annotations
 
