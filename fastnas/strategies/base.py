@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Callable
 
 import torch
@@ -14,7 +15,8 @@ from ..runs import RunFolder
 class Search:
     """Base of DNADSearch and SDDARTSSearch.
 
-    `config` needs `seed`, `device` and `data`. Under torchrun pass `dist` (fastnas.distributed):
+    `config` is a dataclass with `seed`, `device` and `data`; subclasses restore their `epoch`, `step`
+    and the rest in `_restore(checkpoint)`. Under torchrun pass `dist` (fastnas.distributed):
     only rank 0 shows progress and logs (give the other ranks RunFolder(writer=False)).
     """
 
@@ -26,3 +28,11 @@ class Search:
         torch.manual_seed(config.seed)
         self.device = dist.device_for(config.device)
         self.dataset = load_data(config.data)
+
+    def resume_or_start(self) -> None:
+        """Continues from the run folder's checkpoint, or records the config of a new run."""
+        if self.run_folder.checkpoint_path.exists():
+            self._restore(self.run_folder.load_checkpoint())
+            self.log(f"resumed at epoch {self.epoch}, step {self.step}")
+        else:
+            self.run_folder.write_config(asdict(self.config))

@@ -430,11 +430,7 @@ class SDDARTSSearch(Search):
     def run(self, stop_after_epochs: int | None = None) -> dict:
         """Runs (or resumes) the search; returns the final result. `stop_after_epochs` simulates an interruption."""
         c = self.config
-        if self.run_folder.checkpoint_path.exists():
-            self._restore(self.run_folder.load_checkpoint())
-            self.log(f"resumed at epoch {self.epoch}, step {self.step}")
-        else:
-            self.run_folder.write_config(asdict(c))
+        self.resume_or_start()
         steps_per_epoch = min(num_batches(self.train_data, c.batch_size, drop_last=True),
                               num_batches(self.val_data, c.batch_size, drop_last=True))
         bar = tqdm(total=c.epochs * steps_per_epoch, initial=self.step, desc=c.method, unit="step",
