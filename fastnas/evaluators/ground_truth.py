@@ -132,7 +132,7 @@ def sample_architectures(space: str, n: int, seed: int) -> list[str]:
 
 
 def read_records(path: str | os.PathLike, repair: bool = False) -> list[dict]:
-    """The JSON lines of `path` ([] if it does not exist); a malformed complete line is an error.
+    """The JSON lines of `path` ([] if it does not exist; blank lines skipped); a malformed complete line is an error.
 
     A torn last line (no final newline: a write killed midway, or one in progress in another
     process) is left out; with `repair` (only the process that appends to the file) it is also
@@ -150,6 +150,8 @@ def read_records(path: str | os.PathLike, repair: bool = False) -> list[dict]:
             os.fsync(f.fileno())
     records = []
     for number, line in enumerate(complete.decode().splitlines(), start=1):
+        if not line.strip():
+            continue  # not a record (e.g. a blank line left by hand)
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as error:

@@ -24,12 +24,9 @@ import torch.nn as nn
 from ..ops import rank_corr
 from ..proxies import NetworkOutputs, get_proxy, score_many
 from ..runs import atomic_write_json
+from .ground_truth import CONFIG_FILE, append_record, read_records
 
 METHODS = ("kendall", "spearman", "pearson")
-
-
-# Written by `fastnas bench-gt` beside gt.jsonl: its "options" are the space's build options (C, N, ...).
-GT_CONFIG_FILE = "gt-config.json"
 
 
 @dataclass
@@ -39,7 +36,7 @@ class GroundTruth:
     space: str
     archs: list[str]
     accuracy: torch.Tensor  # [N] float64, accuracy_kd
-    options: dict  # build options of the space (from gt-config.json; {} without one)
+    options: dict  # build options of the space (from bench-gt's gt-config.json; {} without one)
     data: str | None  # the dataset of the ground truth (from gt-config.json), None when unknown
 
 
@@ -51,19 +48,12 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"gt: {path} does not exist")
-    text = path.read_text()
-    lines = text.split("\n")
-    if not text.endswith("\n"):
-        lines = lines[:-1]
     accuracies: dict[str, list[float]] = {}
     spaces = set()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, record in enumerate(read_records(path), 1):
         try:
-            record = json.loads(line)
             arch, space, accuracy = record["arch"], record["space"], float(record["accuracy_kd"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"gt: line {number} of {path} is not a JSON object with arch, space and a numeric "
                              f"accuracy_kd ({error})") from None
         spaces.add(space)
@@ -74,7 +64,7 @@ def load_ground_truth(path: str | os.PathLike) -> GroundTruth:
         raise ValueError(f"gt: {path} mixes the spaces {sorted(spaces)}; expected one")
     archs = list(accuracies)
     mean_accuracy = torch.tensor([sum(accuracies[a]) / len(accuracies[a]) for a in archs], dtype=torch.float64)
-    config_path = path.parent / GT_CONFIG_FILE
+    config_path = path.parent / CONFIG_FILE
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     return GroundTruth(spaces.pop(), archs, mean_accuracy, dict(config.get("options") or {}), config.get("data"))
 
@@ -112,10 +102,7 @@ class ScoreCache:
 
     def add(self, arch: str, scores: dict[str, float]) -> None:
         # NaN/inf are written as JSON's NaN/Infinity, which json.loads reads back.
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"arch": arch, "scores": scores}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(self.path, {"arch": arch, "scores": scores})
         self.scores.update({(arch, p): v for p, v in scores.items()})
 
 
