@@ -193,12 +193,12 @@ class TestBadInput:
             self.call(teacher=teacher)
 
 
-@requires_cuda
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("p", [1.5, 2.0])
-def test_cuda_half_precision(dtype, p):
+def test_half_precision(dtype, p, device):
     # Compared with the float32 reference on the same (rounded) inputs; the kernel accumulates in float.
-    student, teacher = make_pairs([(4, 8, 16, 6, 6), (4, 16, 16, 3, 5)], "cuda", dtype=torch.float32, seed=3)
+    student, teacher = make_pairs([(4, 8, 16, 6, 6), (4, 16, 16, 3, 5)], device, dtype=torch.float32, seed=3)
     student = [s.detach().to(dtype).requires_grad_() for s in student]
     teacher = [t.to(dtype) for t in teacher]
     result = at_loss(student, teacher, p)

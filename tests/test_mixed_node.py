@@ -179,16 +179,22 @@ class TestBadInput:
             self.call(outs=outs, alpha=self.alpha.detach().cuda())
 
 
-@requires_cuda
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_accumulates_in_float32(dtype, mode):
-    outs, alpha, mask = make_case(5, 8, (4, 16, 8, 8), "cuda", dtype=torch.float32)
+def test_half_precision_accumulates_in_float32(dtype, mode, device):
+    outs, alpha, mask = make_case(5, 8, (4, 16, 8, 8), device, dtype=torch.float32)
     low = [o.detach().to(dtype).requires_grad_() for o in outs]
     result = mixed_node(low, alpha, mask, mode)
     assert result.dtype == dtype
-    expected = _reference.mixed_node([o.detach().to(dtype).float() for o in outs], alpha.detach(), mask, mode)
+    outs32 = [o.detach().float().requires_grad_() for o in low]
+    alpha32 = alpha.detach().clone().requires_grad_()
+    expected = _reference.mixed_node(outs32, alpha32, mask, mode)
     tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
     torch.testing.assert_close(result.float(), expected, atol=tol, rtol=tol)
-    result.float().sum().backward()
-    assert alpha.grad is not None and alpha.grad.dtype == torch.float32
+    upstream = torch.randn(result.shape, device=device, generator=torch.Generator(device).manual_seed(1))
+    got = torch.autograd.grad(result, [alpha, *low], upstream.to(dtype))
+    want = torch.autograd.grad(expected, [alpha32, *outs32], upstream.to(dtype).float())
+    assert got[0].dtype == torch.float32 and all(g.dtype == dtype for g in got[1:])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.float(), w, atol=tol * max(1.0, w.abs().max().item()), rtol=tol)

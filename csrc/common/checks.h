@@ -16,7 +16,8 @@
 
 namespace fastnas {
 
-// float32/float64 everywhere; float16/bfloat16 only where `allow_half` (CUDA kernels).
+// float32/float64 everywhere; float16/bfloat16 only where `allow_half` (the CUDA
+// kernels, and the CPU kernels of the ops a search step calls under autocast).
 inline void check_floating(const at::Tensor& t, const std::string& name, bool allow_half) {
   const auto dtype = t.scalar_type();
   const bool ok = dtype == at::kFloat || dtype == at::kDouble ||

@@ -4,6 +4,7 @@
 // inputs is kept for backward, which rebuilds the maps, folds the normalize
 // Jacobian into one coefficient per (b, hw) and writes grad_student in one pass.
 #include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include <type_traits>
@@ -30,15 +31,18 @@ FASTNAS_ALWAYS_INLINE void with_power(AtPower power, const F& f) {
   }
 }
 
-// out[i] += sum_c |x[c * stride + i]|^p: the power in the input's precision (as
-// torch computes it: powf is 2-3x faster than pow), the sum in double. Four
-// channels per pass over out, added in channel order as one at a time would.
-template <typename T>
+// T is the storage type, acc_t = at::opmath_type<T> the arithmetic type (float
+// for float16/bfloat16, what autocast feeds a DNAD step).
+
+// out[i] += sum_c |x[c * stride + i]|^p: the power in acc_t (as torch computes
+// it: powf is 2-3x faster than pow), the sum in double. Four channels per pass
+// over out, added in channel order as one at a time would.
+template <typename T, typename acc_t = at::opmath_type<T>>
 FASTNAS_ALWAYS_INLINE void add_abs_pow_impl(double* __restrict__ out, const T* __restrict__ x, int64_t channels,
-                                            int64_t stride, int64_t n, AtPower kind, T power) {
+                                            int64_t stride, int64_t n, AtPower kind, acc_t power) {
   with_power(kind, [&](auto k) __attribute__((always_inline)) {
     auto term = [&](const T* row, int64_t i) __attribute__((always_inline)) {
-      return static_cast<double>(at_abs_pow<decltype(k)::value, T>(row[i], power));
+      return static_cast<double>(at_abs_pow<decltype(k)::value, acc_t>(static_cast<acc_t>(row[i]), power));
     };
     int64_t c = 0;
     for (; c + 4 <= channels; c += 4) {
@@ -54,31 +58,34 @@ FASTNAS_ALWAYS_INLINE void add_abs_pow_impl(double* __restrict__ out, const T* _
 }
 
 // out[i] = coef[i] d|x[i]|^p/dx.
-template <typename T>
+template <typename T, typename acc_t = at::opmath_type<T>>
 FASTNAS_ALWAYS_INLINE void scale_abs_pow_grad_impl(T* __restrict__ out, const T* __restrict__ x,
                                                    const double* __restrict__ coef, int64_t n, AtPower kind,
-                                                   T power) {
+                                                   acc_t power) {
   with_power(kind, [&](auto k) __attribute__((always_inline)) {
     constexpr AtPower kPower = decltype(k)::value;
     for (int64_t i = 0; i < n; ++i) {
-      out[i] = static_cast<T>(coef[i] * static_cast<double>(at_abs_pow_grad<kPower, T>(x[i], power)));
+      const auto grad = at_abs_pow_grad<kPower, acc_t>(static_cast<acc_t>(x[i]), power);
+      out[i] = static_cast<T>(coef[i] * static_cast<double>(grad));
     }
   });
 }
 
 // The loops cloned per ISA (simd.h); the power switch runs once per call.
-#define FASTNAS_AT_LOSS_LOOPS(T)                                                                           \
+#define FASTNAS_AT_LOSS_LOOPS(T, A)                                                                        \
   FASTNAS_CPU_CLONES void add_abs_pow(double* __restrict__ out, const T* __restrict__ x, int64_t channels, \
-                                      int64_t stride, int64_t n, AtPower kind, T power) {                  \
+                                      int64_t stride, int64_t n, AtPower kind, A power) {                  \
     add_abs_pow_impl(out, x, channels, stride, n, kind, power);                                            \
   }                                                                                                        \
   FASTNAS_CPU_CLONES void scale_abs_pow_grad(T* __restrict__ out, const T* __restrict__ x,                 \
                                              const double* __restrict__ coef, int64_t n, AtPower kind,     \
-                                             T power) {                                                    \
+                                             A power) {                                                    \
     scale_abs_pow_grad_impl(out, x, coef, n, kind, power);                                                 \
   }
-FASTNAS_AT_LOSS_LOOPS(float)
-FASTNAS_AT_LOSS_LOOPS(double)
+FASTNAS_AT_LOSS_LOOPS(float, float)
+FASTNAS_AT_LOSS_LOOPS(double, double)
+FASTNAS_AT_LOSS_LOOPS(at::Half, float)
+FASTNAS_AT_LOSS_LOOPS(at::BFloat16, float)
 #undef FASTNAS_AT_LOSS_LOOPS
 
 // out[i] = mean_c |x[c * stride + i]|^p for i < n.
@@ -86,7 +93,7 @@ template <typename scalar_t>
 void channel_mean(const scalar_t* x, int64_t channels, int64_t stride, int64_t n, AtPower kind, double p,
                   double* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = 0;
-  add_abs_pow(out, x, channels, stride, n, kind, static_cast<scalar_t>(p));
+  add_abs_pow(out, x, channels, stride, n, kind, static_cast<at::opmath_type<scalar_t>>(p));
   // A division, as torch's mean; with no channels 0 / 0 gives its NaN.
   const auto count = static_cast<double>(channels);
   for (int64_t i = 0; i < n; ++i) out[i] /= count;
@@ -145,7 +152,7 @@ PairMaps pair_maps(const at::Tensor& s, const at::Tensor& t, const AtPairShape& 
   PairMaps maps;
   maps.student.resize(shape.rows());
   maps.teacher.resize(shape.rows());
-  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "at_loss_maps_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "at_loss_maps_cpu", [&] {
     attention_maps<scalar_t>(s, t, shape, power, p, maps.student.data(), maps.teacher.data());
   });
   maps.student_norms = normalize_rows(maps.student.data(), shape.batch, shape.spatial);
@@ -154,7 +161,7 @@ PairMaps pair_maps(const at::Tensor& s, const at::Tensor& t, const AtPairShape& 
 }
 
 at::Tensor at_loss_cpu(at::TensorList student, at::TensorList teacher, double p) {
-  const auto plan = check_at_loss_inputs(student, teacher, p, /*allow_half=*/false);
+  const auto plan = check_at_loss_inputs(student, teacher, p, /*allow_half=*/true);
   double total = 0;
   for (size_t i = 0; i < plan.pairs.size(); ++i) {
     const auto& shape = plan.pairs[i];
@@ -172,7 +179,7 @@ at::Tensor at_loss_cpu(at::TensorList student, at::TensorList teacher, double p)
 
 std::vector<at::Tensor> at_loss_backward_cpu(const at::Tensor& grad, at::TensorList student,
                                              at::TensorList teacher, double p) {
-  const auto plan = check_at_loss_inputs(student, teacher, p, /*allow_half=*/false);
+  const auto plan = check_at_loss_inputs(student, teacher, p, /*allow_half=*/true);
   check_at_loss_grad(grad, student);
   const double grad_value = grad.item<double>();
   std::vector<at::Tensor> grads;
@@ -204,11 +211,11 @@ std::vector<at::Tensor> at_loss_backward_cpu(const at::Tensor& grad, at::TensorL
     }
 
     // One pass over the student: grad_s[b, c, hw] = coef[b, hw] d|s|^p/ds.
-    AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "at_loss_backward_cpu", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "at_loss_backward_cpu", [&] {
       const scalar_t* x = s.data_ptr<scalar_t>();
       scalar_t* out = grad_s.data_ptr<scalar_t>();
       const int64_t channels = shape.student_channels;
-      const auto power = static_cast<scalar_t>(p);
+      const auto power = static_cast<at::opmath_type<scalar_t>>(p);
       at::parallel_for(0, shape.batch * channels, std::max<int64_t>(1, at::internal::GRAIN_SIZE / hw),
                        [&](int64_t begin, int64_t end) {
                          for (int64_t row = begin; row < end; ++row) {

@@ -2,7 +2,10 @@
 // pass backward that writes every operator's gradient and accumulates the
 // dot products that the alpha gradient needs.
 #include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
 #include <torch/library.h>
+
+#include <type_traits>
 
 #include "../common/mixed_node.h"
 #include "simd.h"
@@ -17,66 +20,76 @@ constexpr int64_t kBlock = 32768;
 constexpr int kLanes = 16;
 
 // ---- The loops (restrict parameters: no aliasing checks; cloned per ISA, see simd.h).
+// T is the storage type, acc_t = at::opmath_type<T> the arithmetic type: float for
+// float16/bfloat16 (what autocast feeds a search step), the type itself otherwise.
 
-template <typename T>
-FASTNAS_ALWAYS_INLINE void scale_impl(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) out[x] = w * a[x];
+// out = w * a (out in acc_t: for half types a float block, see mixed_node_cpu).
+template <typename T, typename acc_t = at::opmath_type<T>>
+FASTNAS_ALWAYS_INLINE void scale_impl(acc_t* __restrict__ out, const T* __restrict__ a, acc_t w, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) out[x] = w * static_cast<acc_t>(a[x]);
 }
 
 // Four operators per pass over the result: one pass per operator re-reads the
 // result L times, and L streams at the same page offset thrash the L1 sets.
-template <typename T>
-FASTNAS_ALWAYS_INLINE void add_scaled4_impl(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b,
-                                            const T* __restrict__ c, const T* __restrict__ d, const T* w,
-                                            int64_t n) {
-  const T wa = w[0], wb = w[1], wc = w[2], wd = w[3];
-  for (int64_t x = 0; x < n; ++x) out[x] += wa * a[x] + wb * b[x] + wc * c[x] + wd * d[x];
+template <typename T, typename acc_t = at::opmath_type<T>>
+FASTNAS_ALWAYS_INLINE void add_scaled4_impl(acc_t* __restrict__ out, const T* __restrict__ a,
+                                            const T* __restrict__ b, const T* __restrict__ c,
+                                            const T* __restrict__ d, const acc_t* w, int64_t n) {
+  const acc_t wa = w[0], wb = w[1], wc = w[2], wd = w[3];
+  for (int64_t x = 0; x < n; ++x) {
+    out[x] += wa * static_cast<acc_t>(a[x]) + wb * static_cast<acc_t>(b[x]) + wc * static_cast<acc_t>(c[x]) +
+              wd * static_cast<acc_t>(d[x]);
+  }
 }
 
-template <typename T>
-FASTNAS_ALWAYS_INLINE void add_scaled_impl(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) out[x] += w * a[x];
+template <typename T, typename acc_t = at::opmath_type<T>>
+FASTNAS_ALWAYS_INLINE void add_scaled_impl(acc_t* __restrict__ out, const T* __restrict__ a, acc_t w, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) out[x] += w * static_cast<acc_t>(a[x]);
 }
 
 // grad_out = w * grad; returns sum(grad * out) (kLanes partial sums the compiler vectorizes).
-template <typename T>
+template <typename T, typename acc_t = at::opmath_type<T>>
 FASTNAS_ALWAYS_INLINE double scale_and_dot_impl(T* __restrict__ grad_out, const T* __restrict__ grad,
-                                                const T* __restrict__ out, T w, int64_t n) {
-  T lanes[kLanes] = {};
+                                                const T* __restrict__ out, acc_t w, int64_t n) {
+  acc_t lanes[kLanes] = {};
   int64_t x = 0;
   for (; x + kLanes <= n; x += kLanes) {
     for (int k = 0; k < kLanes; ++k) {
-      grad_out[x + k] = w * grad[x + k];
-      lanes[k] += grad[x + k] * out[x + k];
+      const auto g = static_cast<acc_t>(grad[x + k]);
+      grad_out[x + k] = static_cast<T>(w * g);
+      lanes[k] += g * static_cast<acc_t>(out[x + k]);
     }
   }
   double dot = 0;
   for (int k = 0; k < kLanes; ++k) dot += lanes[k];
   for (; x < n; ++x) {
-    grad_out[x] = w * grad[x];
-    dot += grad[x] * out[x];
+    const auto g = static_cast<acc_t>(grad[x]);
+    grad_out[x] = static_cast<T>(w * g);
+    dot += g * static_cast<acc_t>(out[x]);
   }
   return dot;
 }
 
-#define FASTNAS_MIXED_NODE_LOOPS(T)                                                                         \
-  FASTNAS_CPU_CLONES void scale(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {           \
+#define FASTNAS_MIXED_NODE_LOOPS(T, A)                                                                      \
+  FASTNAS_CPU_CLONES void scale(A* __restrict__ out, const T* __restrict__ a, A w, int64_t n) {           \
     scale_impl(out, a, w, n);                                                                             \
   }                                                                                                       \
-  FASTNAS_CPU_CLONES void add_scaled4(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, \
-                                      const T* __restrict__ c, const T* __restrict__ d, const T* w,          \
+  FASTNAS_CPU_CLONES void add_scaled4(A* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, \
+                                      const T* __restrict__ c, const T* __restrict__ d, const A* w,          \
                                       int64_t n) {                                                        \
     add_scaled4_impl(out, a, b, c, d, w, n);                                                              \
   }                                                                                                       \
-  FASTNAS_CPU_CLONES void add_scaled(T* __restrict__ out, const T* __restrict__ a, T w, int64_t n) {      \
+  FASTNAS_CPU_CLONES void add_scaled(A* __restrict__ out, const T* __restrict__ a, A w, int64_t n) {      \
     add_scaled_impl(out, a, w, n);                                                                        \
   }                                                                                                       \
   FASTNAS_CPU_CLONES double scale_and_dot(T* __restrict__ grad_out, const T* __restrict__ grad,           \
-                                          const T* __restrict__ out, T w, int64_t n) {                    \
+                                          const T* __restrict__ out, A w, int64_t n) {                    \
     return scale_and_dot_impl(grad_out, grad, out, w, n);                                                 \
   }
-FASTNAS_MIXED_NODE_LOOPS(float)
-FASTNAS_MIXED_NODE_LOOPS(double)
+FASTNAS_MIXED_NODE_LOOPS(float, float)
+FASTNAS_MIXED_NODE_LOOPS(double, double)
+FASTNAS_MIXED_NODE_LOOPS(at::Half, float)
+FASTNAS_MIXED_NODE_LOOPS(at::BFloat16, float)
 #undef FASTNAS_MIXED_NODE_LOOPS
 
 std::vector<double> live_alpha_values(const at::Tensor& alpha, const MixedNodePlan& plan) {
@@ -96,30 +109,36 @@ std::vector<double> weights_of(const std::vector<double>& alpha_live, const Mixe
 
 at::Tensor mixed_node_cpu(at::TensorList outs, const at::Tensor& alpha, const at::Tensor& mask,
                           c10::string_view mode, double temperature) {
-  const auto plan = check_mixed_node_inputs(outs, alpha, mask, mode, temperature, /*allow_half=*/false);
+  const auto plan = check_mixed_node_inputs(outs, alpha, mask, mode, temperature, /*allow_half=*/true);
   const auto w = weights_of(live_alpha_values(alpha, plan), plan);
   const auto inputs = contiguous_all(outs);
   auto result = at::empty(outs[0].sizes(), outs[0].options());
   const int64_t numel = result.numel();
   const int L = static_cast<int>(plan.num_live());
 
-  AT_DISPATCH_FLOATING_TYPES(result.scalar_type(), "mixed_node_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, result.scalar_type(), "mixed_node_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    constexpr bool kSameType = std::is_same<acc_t, scalar_t>::value;
     std::vector<const scalar_t*> src;
-    std::vector<scalar_t> weight;
+    std::vector<acc_t> weight;
     for (int i = 0; i < L; ++i) {
       src.push_back(inputs[i].data_ptr<scalar_t>());
-      weight.push_back(static_cast<scalar_t>(w[i]));
+      weight.push_back(static_cast<acc_t>(w[i]));
     }
     scalar_t* dst = result.data_ptr<scalar_t>();
     at::parallel_for(0, numel, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+      // Half types sum all operators of a block in float and round once at the end.
+      std::vector<acc_t> block(kSameType ? 0 : std::min(end - begin, kBlock));
       for (int64_t lo = begin; lo < end; lo += kBlock) {
         const int64_t n = std::min(end, lo + kBlock) - lo;
-        scale(dst + lo, src[0] + lo, weight[0], n);
+        acc_t* sum = kSameType ? reinterpret_cast<acc_t*>(dst + lo) : block.data();
+        scale(sum, src[0] + lo, weight[0], n);
         int i = 1;
         for (; i + 4 <= L; i += 4) {
-          add_scaled4(dst + lo, src[i] + lo, src[i + 1] + lo, src[i + 2] + lo, src[i + 3] + lo, &weight[i], n);
+          add_scaled4(sum, src[i] + lo, src[i + 1] + lo, src[i + 2] + lo, src[i + 3] + lo, &weight[i], n);
         }
-        for (; i < L; ++i) add_scaled(dst + lo, src[i] + lo, weight[i], n);
+        for (; i < L; ++i) add_scaled(sum, src[i] + lo, weight[i], n);
+        if (!kSameType) std::copy(sum, sum + n, dst + lo);  // rounds to the storage type
       }
     });
   });
@@ -130,7 +149,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cpu(
     const at::Tensor& grad, at::TensorList outs, const at::Tensor& alpha, const at::Tensor& mask,
     c10::string_view mode, double temperature) {
   const auto plan =
-      check_mixed_node_backward_inputs(grad, outs, alpha, mask, mode, temperature, /*allow_half=*/false);
+      check_mixed_node_backward_inputs(grad, outs, alpha, mask, mode, temperature, /*allow_half=*/true);
   const auto alpha_live = live_alpha_values(alpha, plan);
   const auto w = weights_of(alpha_live, plan);
   const auto inputs = contiguous_all(outs);
@@ -143,7 +162,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cpu(
   // One row of partial dot products per worker thread, summed afterwards.
   std::vector<std::vector<double>> partial_dots(at::get_num_threads(), std::vector<double>(L, 0.0));
 
-  AT_DISPATCH_FLOATING_TYPES(grad_c.scalar_type(), "mixed_node_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_c.scalar_type(), "mixed_node_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* g = grad_c.data_ptr<scalar_t>();
     at::parallel_for(0, numel, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
       auto& dots = partial_dots[at::get_thread_num()];
@@ -151,7 +171,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cpu(
         const int64_t n = std::min(end, lo + kBlock) - lo;
         for (int i = 0; i < L; ++i) {
           dots[i] += scale_and_dot(grad_outs[i].data_ptr<scalar_t>() + lo, g + lo,
-                                   inputs[i].data_ptr<scalar_t>() + lo, static_cast<scalar_t>(w[i]), n);
+                                   inputs[i].data_ptr<scalar_t>() + lo, static_cast<acc_t>(w[i]), n);
         }
       }
     });

@@ -11,6 +11,20 @@ from ..data import load_data
 from ..distributed import Distributed
 from ..runs import RunFolder
 
+AMP_MODES = ("off", "bf16")
+
+
+def check_amp(amp: str) -> None:
+    """Validates a search config's `amp`: "off" (float32) or "bf16" (bfloat16 autocast of the training steps)."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp: expected one of {', '.join(AMP_MODES)}, got {amp!r}")
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float32 if it is float16/bfloat16 (logits under autocast, before a softmax-based loss: CPU
+    autocast leaves log_softmax in bfloat16), else unchanged (float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
 
 class Search:
     """Base of DNADSearch and SDDARTSSearch.
@@ -28,6 +42,13 @@ class Search:
         torch.manual_seed(config.seed)
         self.device = dist.device_for(config.device)
         self.dataset = load_data(config.data)
+
+    def autocast(self, enabled: bool = True) -> torch.autocast:
+        """The context of a training step's forward pass and losses: bfloat16 autocast when config.amp is
+        "bf16" and `enabled`. Convolutions and linears then run in bfloat16; the fused ops take their
+        bfloat16 inputs and accumulate in float32; softmax/cross-entropy stay float32 (autocast's lists).
+        No loss scaling: bfloat16 has float32's exponent range."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled and self.config.amp == "bf16")
 
     def resume_or_start(self) -> None:
         """Continues from the run folder's checkpoint, or records the config of a new run."""

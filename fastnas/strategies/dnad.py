@@ -38,7 +38,7 @@ from ..nn.cost import count_flops, count_params
 from ..nn.darts_ops import check_primitives
 from ..runs import RunFolder
 from ..search_spaces.darts import DiscreteNetwork, Genotype, SuperNetwork
-from .base import Search
+from .base import Search, at_least_float32, check_amp
 from .snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
 AUTHORS_CIFAR_OPS = ("sep_conv_3x3", "skip_connect", "dil_conv_5x5")
@@ -87,10 +87,12 @@ class DNADConfig:
     target_ops: int | None = None
     seed: int = 0
     device: str = "cpu"
+    amp: str = "off"               # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
     snps: SNPSConfig | dict | None = None  # None: the preset for `data`; a dict: overrides of that preset
 
     def __post_init__(self):
         self.ops = check_primitives(list(self.ops))
+        check_amp(self.amp)
         small = is_small(self.data)
         if self.batch_size is None:
             self.batch_size = 32 if small else 64
@@ -206,12 +208,15 @@ class DNADSearch(Search):
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, warm_up: bool) -> dict:
         c = self.config
         images, labels = self.dist.shard(images, labels)
-        logits, features = self.net(images)
-        ce = F.cross_entropy(logits, labels)
-        kd = torch.zeros((), device=self.device)
-        if self.teacher is not None:
-            teacher_logits, teacher_features = self.teacher(images)
-            kd = self.kd_loss(logits, features, teacher_logits, teacher_features)
+        with self.autocast():
+            logits, features = self.net(images)
+            logits = at_least_float32(logits)
+            ce = F.cross_entropy(logits, labels)
+            kd = torch.zeros((), device=self.device)
+            if self.teacher is not None:
+                teacher_logits, teacher_features = self.teacher(images)
+                kd = at_least_float32(self.kd_loss(logits, features, at_least_float32(teacher_logits),
+                                                   teacher_features))
         sparsity = sparsity_entropy(self.net.node_weights(), c.snps.scale)
         loss = self.shrinking.loss(ce + c.kd_rate * kd, sparsity, warm_up)
         self.optimizer.zero_grad(set_to_none=True)

@@ -57,7 +57,7 @@ from ..evaluators import evaluate
 from ..nn.darts_ops import DARTS_PRIMITIVES, check_primitives
 from ..runs import RunFolder
 from ..search_spaces.darts import SuperNetwork
-from .base import Search
+from .base import Search, at_least_float32, check_amp
 from .dnad import is_small
 
 
@@ -222,9 +222,11 @@ class SDDARTSConfig:
     fd_radius: float = 1e-2           # finite-difference step r / ||v|| of Hessian-vector products (DARTS: 0.01)
     seed: int = 0
     device: str = "cpu"
+    amp: str = "off"                  # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
 
     def __post_init__(self):
         self.ops = check_primitives(list(self.ops))
+        check_amp(self.amp)
         small = is_small(self.data)
         presets = dict(C=(8, 16), layers=(5, 8), epochs=(10, 50), arch_lr=(3e-2, 3e-4))
         for name, (small_value, default) in presets.items():
@@ -317,11 +319,13 @@ class SDDARTSSearch(Search):
     # ------------------------------------------------------------------ losses and gradients
 
     def _loss(self, split_name: str, images: torch.Tensor, index: torch.Tensor,
-              record: bool = False) -> tuple[torch.Tensor, dict]:
-        """CE + lambda * KL to the voted teacher (after the warm-up) of one batch of split `split_name`."""
+              record: bool = False, amp: bool = True) -> tuple[torch.Tensor, dict]:
+        """CE + lambda * KL to the voted teacher (after the warm-up) of one batch of split `split_name`
+        (under bf16 autocast when config.amp is "bf16" and `amp`)."""
         c = self.config
         labels = (self.train_data if split_name == "train" else self.val_data).labels[index]
-        logits = self.net(images)[0]
+        with self.autocast(amp):
+            logits = at_least_float32(self.net(images)[0])
         ce = F.cross_entropy(logits, labels)
         kl = torch.zeros((), device=self.device)
         if c.sd_lambda > 0:
@@ -367,8 +371,10 @@ class SDDARTSSearch(Search):
             for w, w0 in zip(self.weights, originals):
                 w.copy_(w0)
 
+        # float32 even under --amp bf16: the two gradients differ by O(fd_radius), which bfloat16's
+        # rounding (2^-8 relative) of each would swamp.
         def train_alpha_grads() -> list[torch.Tensor]:
-            return self._grad(self._loss("train", *train_batch)[0], self.alphas)
+            return self._grad(self._loss("train", *train_batch, amp=False)[0], self.alphas)
 
         implicit = finite_difference_jvp(train_alpha_grads, self.weights, unrolled_weight_grads, c.fd_radius)
         return [g - lr * h for g, h in zip(alpha_grads, implicit)], parts
