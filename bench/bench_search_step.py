@@ -12,15 +12,20 @@ modules and parameters; they differ only in how a node combines its candidates
   ``sum(w * op(x) for w, op in zip(weights, ops))`` with a softmax per edge, and
   every convolution operator applies its own ReLU to the edge input;
 - fused: fastnas's MixedNode, one `fastnas.ops.mixed_node` call per node, one
-  ReLU per edge shared by the convolution operators.
+  ReLU per edge shared by the convolution operators;
+- compiled: fused, with the loss (forward, and through AOTAutograd the backward)
+  under `torch.compile` (Inductor); the optimizer steps stay eager;
+- graphed (CUDA only): fused, the whole step (both backward passes and optimizer
+  steps) captured once as a CUDA graph and replayed; static batches, so a search
+  recaptures only after a pruning event changes the network.
 
 `pytest bench/bench_search_step.py` times both (CI: --benchmark-disable, where
 each still checks that the two give the same loss and gradients). Running the
 file writes the full comparison, with saved-tensor bytes and profiler op
 counts, as JSON:
 
-    python bench/bench_search_step.py [--methods darts,sddarts,dnad] [--batch 32] [--size 16] [--C 16]
-                                      [--steps 5] [--out FILE]
+    python bench/bench_search_step.py [--methods darts,sddarts,dnad] [--variants eager,fused,compiled]
+                                      [--batch 32] [--size 16] [--C 16] [--steps 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class SearchStep:
     """
 
     def __init__(self, method: str = "darts", C: int = 16, layers: int = 8, batch: int = 32, size: int = 16,
-                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32):
+                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32, capturable: bool = False):
         torch.manual_seed(seed)
         self.method = method
         dnad = method == "dnad"
@@ -99,13 +104,13 @@ class SearchStep:
             self.teacher = Teacher(TeacherResNet(3, 10).to(device, dtype), (3, size, size))
             self.at_loss, self.shrinking = ATLoss(), ProgressiveShrinking(SNPSConfig())
             self.weight_optimizer = torch.optim.Adam(self.net.weight_parameters(), 5e-4, betas=(0.5, 0.999),
-                                                     weight_decay=3e-4)
+                                                     weight_decay=3e-4, capturable=capturable)
             self.arch_optimizer = torch.optim.SGD(self.net.arch_parameters(), 0.2)
         else:
             self.weight_optimizer = torch.optim.SGD(self.net.weight_parameters(), 0.025, momentum=0.9,
                                                     weight_decay=3e-4)
             self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), 3e-4, betas=(0.5, 0.999),
-                                                   weight_decay=1e-3)
+                                                   weight_decay=1e-3, capturable=capturable)
         generator = torch.Generator().manual_seed(seed + 1)
         # (images, labels, voted teacher probabilities: the mean of K = 2 stored softened predictions)
         self.train_batch, self.val_batch = [
@@ -146,8 +151,34 @@ class SearchStep:
         return loss.item(), {name: p.grad.clone() for name, p in self.net.named_parameters()}
 
 
+VARIANTS = ["eager", "fused", "compiled", "graphed"]
+
+
 def implementation(name: str) -> contextlib.AbstractContextManager:
     return reference_mixed_ops() if name == "eager" else contextlib.nullcontext()
+
+
+def capture_cuda_graph(run: Callable[[], None], warm_up: int = 3) -> Callable[[], None]:
+    """`run` (one whole step on static tensors) captured as a CUDA graph; returns its replay.
+
+    Warm-up on a side stream first, as torch.cuda.graph requires: it creates the optimizer
+    state and the .grad tensors and lets cuDNN pick its algorithms. The Adam optimizers must
+    be capturable (their step counts live on the GPU).
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warm_up):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
+
+
+CUDA_LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
+                     "cudaGraphLaunch")
 
 
 def op_counts(step: SearchStep) -> dict[str, int]:
@@ -162,43 +193,72 @@ def op_counts(step: SearchStep) -> dict[str, int]:
               "fastnas_ops": sum(e.name.startswith("fastnas::") for e in events)}
     if torch.cuda.is_available():
         counts["cuda_kernels"] = sum(e.device_type == torch.autograd.DeviceType.CUDA for e in events)
+        # what the host launches: one cudaGraphLaunch replaces every kernel launch of a graphed step
+        counts["cuda_launch_calls"] = sum(e.name in CUDA_LAUNCH_CALLS for e in events)
     return counts
 
 
-def measure(method: str, C: int, layers: int, batch: int, size: int, device: str, steps: int) -> dict:
-    """One method's comparison as written by `python bench/bench_search_step.py`."""
+def measure(method: str, C: int, layers: int, batch: int, size: int, device: str, steps: int,
+            variants: tuple[str, ...] = ("eager", "fused")) -> dict:
+    """One method's comparison as written by `python bench/bench_search_step.py`; ratios are eager / variant."""
     shapes = dict(C=C, layers=layers, batch=batch, size=size, device=device)
     results = {}
-    for name in ("eager", "fused"):
+    for name in variants:
+        if name not in VARIANTS:
+            raise ValueError(f"variants: expected names from {', '.join(VARIANTS)}, got {name!r}")
+        if name == "graphed" and not device.startswith("cuda"):
+            raise ValueError("variants: 'graphed' captures a CUDA graph and needs --device cuda")
         with implementation(name):
-            step = SearchStep(method, **shapes)
-            loss, grads = step.gradients()
-            saved = count_saved_bytes(lambda: step.loss(step.train_batch))
+            step = SearchStep(method, **shapes, capturable=name == "graphed")
+            started = time.perf_counter()
+            if name == "compiled":
+                step.loss = torch.compile(step.loss)
+            loss, grads = step.gradients()  # compiled: compiles here
+            first_call_s = time.perf_counter() - started
+            # The compiled graph's saved tensors are the partitioner's choice; counting them would recompile.
+            saved = None if name == "compiled" else count_saved_bytes(lambda: step.loss(step.train_batch))
+            if name == "graphed":
+                step.run = capture_cuda_graph(step.run)
             step.run()  # warm-up
             counts = op_counts(step)
             times = []
             for _ in range(steps):
-                if device == "cuda":
+                if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 started = time.perf_counter()
                 step.run()
-                if device == "cuda":
+                if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - started)
+            peak = None
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+                step.run()
+                torch.cuda.synchronize()
+                peak = torch.cuda.max_memory_allocated()
         results[name] = {"loss": loss, "grads": grads, "median_step_s": statistics.median(times),
-                         "step_times_s": times, "saved_tensor_bytes": saved, **counts}
-    eager, fused = results["eager"], results["fused"]
-    max_grad_diff = max((eager["grads"][k] - fused["grads"][k]).abs().max().item() for k in eager["grads"])
+                         "step_times_s": times, "first_call_s": first_call_s, "saved_tensor_bytes": saved,
+                         "peak_memory_bytes": peak, **counts}
+    eager = results["eager"]
+    comparison = {}
+    for name, r in results.items():
+        if name == "eager":
+            continue
+        comparison[name] = {
+            "loss_diff": abs(eager["loss"] - r["loss"]),
+            "max_grad_diff": max((eager["grads"][k] - r["grads"][k]).abs().max().item() for k in eager["grads"]),
+            "speedup": eager["median_step_s"] / r["median_step_s"],
+            "saved_bytes": r["saved_tensor_bytes"] / eager["saved_tensor_bytes"] if r["saved_tensor_bytes"] else None,
+            "peak_memory": r["peak_memory_bytes"] / eager["peak_memory_bytes"] if r["peak_memory_bytes"] else None,
+            "aten_ops": r["aten_ops"] / eager["aten_ops"],
+            **({"cuda_launch_calls": r["cuda_launch_calls"] / eager["cuda_launch_calls"]}
+               if "cuda_launch_calls" in r else {})}
     for r in results.values():
         del r["grads"]
     return {"method": method, "shapes": shapes, "threads": torch.get_num_threads(),
             "load_average": os.getloadavg(), "torch": torch.__version__, "build": fastnas.build_info(),
-            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.machine(),
-            "eager": eager, "fused": fused, "loss_diff": abs(eager["loss"] - fused["loss"]),
-            "max_grad_diff": max_grad_diff,
-            "ratios": {"speedup": eager["median_step_s"] / fused["median_step_s"],
-                       "saved_bytes": fused["saved_tensor_bytes"] / eager["saved_tensor_bytes"],
-                       "aten_ops": fused["aten_ops"] / eager["aten_ops"]}}
+            "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.machine(),
+            **results, "ratios": comparison}
 
 
 # ------------------------------------------------------------------ pytest-benchmark
@@ -210,15 +270,33 @@ TEST_SHAPES = dict(C=4, layers=3, batch=4, size=8)  # CI (--benchmark-disable): 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_same_loss_and_gradients(method):
-    """Both implementations give the same loss and gradients (float64, small super-network)."""
+    """Both implementations give the same loss and gradients (float64, small super-network). The compiled
+    variant compiles for minutes here: tests/test_compile.py checks a tinier super-network under compile."""
     results = {}
     for name in ("eager", "fused"):
         with implementation(name):
             results[name] = SearchStep(method, **TEST_SHAPES, dtype=torch.float64).gradients()
-    (eager_loss, eager_grads), (fused_loss, fused_grads) = results["eager"], results["fused"]
-    assert abs(eager_loss - fused_loss) < 1e-10
+    (eager_loss, eager_grads), (loss, grads) = results["eager"], results["fused"]
+    assert abs(eager_loss - loss) < 1e-10
     for key in eager_grads:
-        torch.testing.assert_close(fused_grads[key], eager_grads[key], rtol=1e-7, atol=1e-10, msg=key)
+        torch.testing.assert_close(grads[key], eager_grads[key], rtol=1e-7, atol=1e-10, msg=key)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and fastnas.build_info()["with_cuda"]),
+                    reason="needs a CUDA GPU and a CUDA build of fastnas")
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_graph_replay_equals_eager_steps(method):
+    """Replaying the captured step updates the network exactly as running the fused step does."""
+    shapes = {**TEST_SHAPES, "device": "cuda"}
+    steps = [SearchStep(method, **shapes, capturable=True) for _ in range(2)]
+    for _ in range(4):  # capture_cuda_graph's 3 warm-up steps and the captured one
+        steps[0].run()
+    replay = capture_cuda_graph(steps[1].run)
+    for _ in range(2):
+        steps[0].run()
+        replay()
+    for (name, a), b in zip(steps[0].net.named_parameters(), steps[1].net.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("impl", ["eager", "fused"])
@@ -252,10 +330,14 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--variants", default=None,
+                        help=f"from {','.join(VARIANTS)}; default eager,fused (and graphed on CUDA). "
+                        "compiled takes minutes to compile a full super-network")
     parser.add_argument("--out", default=None, help="JSON file (default: print only)")
     args = parser.parse_args()
-    result = [measure(method, args.C, args.layers, args.batch, args.size, args.device, args.steps)
-              for method in args.methods.split(",")]
+    variants = args.variants or ("eager,fused,graphed" if args.device.startswith("cuda") else "eager,fused")
+    result = [measure(method, args.C, args.layers, args.batch, args.size, args.device, args.steps,
+                      tuple(variants.split(","))) for method in args.methods.split(",")]
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

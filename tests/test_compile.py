@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fastnas import ops
+from fastnas.search_spaces import SuperNetwork
 from conftest import DEVICES
 
 
@@ -40,3 +41,27 @@ def test_compiled_matches_eager(device, backend):
     torch.testing.assert_close(corr_c, corr)
     for got, expected in zip(torch.autograd.grad(loss_c, leaves), want):
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("mode", ["softmax", "relu_norm"])
+def test_super_network_compiles_to_one_graph(mode):
+    # A pruned operator too: the node's live list comes from its modules, not from reading the mask.
+    torch.manual_seed(0)
+    net = SuperNetwork(C=2, num_classes=3, layers=3, nodes=2, in_channels=1, mode=mode, alpha_per_cell=mode != "softmax",
+                       primitives=("none", "skip_connect", "sep_conv_3x3", "avg_pool_3x3")).double()
+    net.cells[0].nodes[1].prune(0, 2)
+    images = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+
+    def loss_and_grads(forward):
+        net.zero_grad(set_to_none=True)
+        logits, features = forward(images)
+        loss = logits.square().mean() + sum(f.mean() for f in features)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    eager_loss, eager_grads = loss_and_grads(net)
+    compiled_loss, compiled_grads = loss_and_grads(torch.compile(net, backend="aot_eager", fullgraph=True))
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-12, atol=1e-12)
+    assert len(compiled_grads) == len(eager_grads)
+    for got, want in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

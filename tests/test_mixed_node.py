@@ -90,6 +90,22 @@ def test_opcheck(device):
     outs, alpha, mask = make_case(3, 4, (2, 3, 4, 4), device, dtype=torch.float32)
     for mode in MODES:
         torch.library.opcheck(torch.ops.fastnas.mixed_node.default, (outs, alpha, mask, mode, 1.0))
+    # A transposed alpha: the fake backward must give grad_alpha the kernels' (contiguous) strides.
+    alpha_t = alpha.detach().t().contiguous().t()
+    grad = torch.randn_like(outs[0])
+    torch.library.opcheck(torch.ops.fastnas.mixed_node_backward.default,
+                          (grad, [o.detach() for o in outs], alpha_t, mask, "softmax", 1.0))
+
+
+@requires_cuda
+def test_cuda_backward_alerts_deterministic_mode():
+    outs, alpha, mask = make_case(2, 3, (2, 3, 4, 4), "cuda", dtype=torch.float32)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="mixed_node_backward"):
+            mixed_node(outs, alpha, mask, "softmax").sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.mark.parametrize("device", DEVICES)

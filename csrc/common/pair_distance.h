@@ -151,8 +151,9 @@ FASTNAS_HOST_DEVICE PairRow<acc_t> pair_finalize(PairMetric m, const acc_t* sums
       break;
     default: {  // cosine, pearson
       if (m == PairMetric::Pearson) {
-        r.shift_s = pre_s * inv_d;
-        r.shift_t = pre_t * inv_d;
+        // the same division as the sums' pass: the backward centres on exactly that mean
+        r.shift_s = pre_s / static_cast<acc_t>(D);
+        r.shift_t = pre_t / static_cast<acc_t>(D);
       }
       const acc_t eps = static_cast<acc_t>(kPairCosineEps);
       const acc_t norm_s = ::sqrt(sums[1]), norm_t = ::sqrt(sums[2]);

@@ -126,7 +126,7 @@ int64_t chunk_size(const std::vector<at::Tensor>& inputs) {
 template <typename scalar_t, typename Launch>
 void for_each_table(const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>* outputs, int64_t chunk,
                     const Launch& launch) {
-  TensorTable<scalar_t> table;
+  TensorTable<scalar_t> table{};  // unused slots zeroed: never read, but no garbage passed
   int tensors = 0, blocks = 0;
   auto flush = [&] {
     if (blocks > 0) launch(table, blocks);
@@ -172,7 +172,7 @@ void reduce_into(const std::vector<at::Tensor>& inputs, const ForeachReducePlan&
                                                                             plan.reduction, totals_ptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  FinalizeTable fin;
+  FinalizeTable fin{};
   for (size_t first = 0; first < inputs.size(); first += kMaxFinalize) {
     fin.first = static_cast<int32_t>(first);
     fin.count = static_cast<int32_t>(std::min<size_t>(kMaxFinalize, inputs.size() - first));
@@ -186,6 +186,8 @@ void reduce_into(const std::vector<at::Tensor>& inputs, const ForeachReducePlan&
 
 at::Tensor foreach_reduce_cuda(at::TensorList tensors, c10::string_view transform, c10::string_view reduction) {
   const auto plan = check_foreach_reduce_inputs(tensors, transform, reduction, /*allow_half=*/true);
+  // Blocks add their partial sums with float atomics, in arrival order (see mixed_node_backward).
+  at::globalContext().alertNotDeterministic("fastnas::foreach_reduce (CUDA)");
   const at::cuda::OptionalCUDAGuard guard(tensors[0].device());
   const auto inputs = contiguous_all(tensors);
   auto result = at::empty({static_cast<int64_t>(inputs.size())}, inputs[0].options());

@@ -28,6 +28,8 @@ struct LiveOps {
   int count;
 };
 
+static_assert(sizeof(LiveOps<double>) + 64 <= 4096, "LiveOps exceeds the 4 KiB kernel argument limit");
+
 template <typename scalar_t>
 LiveOps<scalar_t> live_ops(const std::vector<at::Tensor>& outs, const std::vector<at::Tensor>& grads,
                            const MixedNodePlan& plan) {
@@ -159,6 +161,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cuda(
     c10::string_view mode, double temperature) {
   const auto plan =
       check_mixed_node_backward_inputs(grad, outs, alpha, mask, mode, temperature, /*allow_half=*/true);
+  // Float atomics sum the blocks' dot products in arrival order: the alpha gradient may differ in its
+  // last bits between runs, so torch.use_deterministic_algorithms(True) is told (as for index_add_).
+  at::globalContext().alertNotDeterministic("fastnas::mixed_node_backward (CUDA)");
   const at::cuda::OptionalCUDAGuard guard(alpha.device());
   const auto inputs = contiguous_all(outs);
   const auto grad_c = grad.contiguous();

@@ -85,8 +85,9 @@ class MixedNode(nn.Module):
 
     @property
     def live(self) -> list[tuple[int, int]]:
-        """(edge, op) pairs still in the node, row-major."""
-        return [tuple(pair) for pair in self.mask.nonzero().tolist()]
+        """(edge, op) pairs still in the node, row-major: the keys of `candidates` (prune deletes both
+        the module and the mask entry), so torch.compile traces it without reading a tensor."""
+        return [(int(edge), int(op)) for edge, op in (key.split("_") for key in self.candidates)]
 
     def _call_mask(self, skip_mask: torch.Tensor | None) -> torch.Tensor:
         """The node's pruning mask, narrowed by the caller's per-call mask when one is given."""
@@ -111,11 +112,15 @@ class MixedNode(nn.Module):
         is neither run nor read, and its alpha gets no gradient); the node's pruned
         operators are skipped either way. Keep it on the CPU (a device mask costs a sync).
         """
-        mask = self._call_mask(mask)
-        if not mask.any():
+        if mask is None:  # the pruning mask: its live list needs no tensor read (no torch.compile graph break)
+            mask, live = self.mask, self.live
+        else:
+            mask = self._call_mask(mask)
+            live = [tuple(pair) for pair in mask.nonzero().tolist()]
+        if not live:
             return inputs[0][:, :, :: self.input_stride, :: self.input_stride].mul(0.0)
         outs, relu_inputs, zero_outputs = [], {}, set()
-        for edge, op in mask.nonzero().tolist():
+        for edge, op in live:
             module = self.candidates[_key(edge, op)]
             if getattr(module, "relu_input", False):
                 if edge not in relu_inputs:

@@ -45,7 +45,7 @@ def _(outs, alpha, mask, mode, temperature):
 @torch.library.register_fake("fastnas::mixed_node_backward")
 def _(grad, outs, alpha, mask, mode, temperature):
     grads = [torch.empty_like(out, memory_format=torch.contiguous_format) for out in outs]
-    return grads, torch.empty_like(alpha)
+    return grads, alpha.new_empty(alpha.shape)  # contiguous, as both backends return it
 
 
 def _setup_context(ctx, inputs, output):
