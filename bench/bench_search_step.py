@@ -48,7 +48,6 @@ from fastnas.distill import ATLoss, Teacher, TeacherResNet, losses
 from fastnas.nn import MixedNode
 from fastnas.nn.cost import count_saved_bytes
 from fastnas.ops import _reference
-from fastnas.ops._reference import mixed_node_weights
 from fastnas.search_spaces import DARTS_PRIMITIVES, SuperNetwork
 from fastnas.strategies.dnad import AUTHORS_CIFAR_OPS
 from fastnas.strategies.sddarts import self_distillation_kl
@@ -60,7 +59,7 @@ def reference_node_forward(node: MixedNode, inputs, alpha: torch.Tensor) -> torc
 
     The weights are the node's mode of them (softmax per edge for DARTS, relu_norm per node for DNAD).
     """
-    weights = mixed_node_weights(alpha, node.mask, node.mode, node.temperature)
+    weights = node.weights(alpha)
     total = 0
     for edge, op in node.live:
         module = node.candidates[f"{edge}_{op}"]

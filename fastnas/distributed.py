@@ -22,6 +22,7 @@ taken from rank 0 (`broadcast_buffers`) before evaluating or saving.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -29,6 +30,9 @@ from typing import Iterable, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,16 @@ class Distributed:
             return cls()
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if not dist.is_initialized():
-            backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-            if backend == "nccl":
+            # Ranks wait for each other at barriers after uneven work (rank 0 training the built-in
+            # teacher; bench-gt shards that distill students of different sizes): NCCL's default
+            # 10-minute timeout would abort them, so allow PROCESS_GROUP_TIMEOUT.
+            if torch.device(device).type == "cuda":
                 torch.cuda.set_device(local_rank)
-            dist.init_process_group(backend)
+                # device_id binds the group to this rank's GPU (else NCCL guesses it at the first barrier)
+                dist.init_process_group("nccl", timeout=PROCESS_GROUP_TIMEOUT,
+                                        device_id=torch.device("cuda", local_rank))
+            else:
+                dist.init_process_group("gloo", timeout=PROCESS_GROUP_TIMEOUT)
         return cls(rank, world_size, local_rank)
 
     def device_for(self, device: str | torch.device) -> torch.device:

@@ -15,6 +15,7 @@ from fastnas.cli import main as cli_main
 from fastnas.runs import RunFolder
 from fastnas.search_spaces import Genotype
 from fastnas.strategies import DNADConfig, DNADSearch, SDDARTSConfig, SDDARTSSearch
+from conftest import DEVICES
 from test_dnad import tiny_config
 from test_sddarts import TINY
 
@@ -34,12 +35,14 @@ def assert_same_direction(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
     assert flat_a.norm().item() == pytest.approx(flat_b.norm().item(), rel=0.1)
 
 
-def test_dnad_bf16_step_moves_the_alphas_like_the_float32_step(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_dnad_bf16_step_moves_the_alphas_like_the_float32_step(tmp_path, device):
     updates, metrics = {}, {}
     for amp in ("off", "bf16"):
-        search = DNADSearch(tiny_config(amp=amp, kd="at", teacher="builtin", data="digits", batch_size=32),
+        search = DNADSearch(tiny_config(amp=amp, kd="at", teacher="builtin", data="digits", batch_size=32,
+                                        device=device),
                             RunFolder(tmp_path / amp), progress=False, log=lambda _: None)
-        images, labels = search.train_data.images[:32], search.train_data.labels[:32]
+        images, labels = search.train_data.images[:32].to(device), search.train_data.labels[:32].to(device)
         before = [a.detach().clone() for a in search.net.arch_parameters()]
         dtypes, handles = conv_output_dtypes(search.net)
         metrics[amp] = search._train_step(images, labels, warm_up=False)
@@ -52,15 +55,16 @@ def test_dnad_bf16_step_moves_the_alphas_like_the_float32_step(tmp_path):
     assert_same_direction(updates["bf16"], updates["off"])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("order", [1, 2])
-def test_sddarts_bf16_alpha_gradient_matches_float32(tmp_path, order):
+def test_sddarts_bf16_alpha_gradient_matches_float32(tmp_path, order, device):
     grads = {}
     for amp in ("off", "bf16"):
-        search = SDDARTSSearch(SDDARTSConfig(**{**TINY, "order": order, "amp": amp, "C": 4}),
+        search = SDDARTSSearch(SDDARTSConfig(**{**TINY, "order": order, "amp": amp, "C": 4, "device": device}),
                                RunFolder(tmp_path / f"{amp}{order}"), progress=False, log=lambda _: None)
         index = torch.arange(8)
-        batch = (search.train_data.images[index], index)
-        val_batch = (search.val_data.images[index], index)
+        batch = (search.train_data.images[index].to(device), index.to(device))
+        val_batch = (search.val_data.images[index].to(device), index.to(device))
         dtypes, handles = conv_output_dtypes(search.net)
         grads[amp], parts = search._alpha_gradient(batch, val_batch)
         for h in handles:

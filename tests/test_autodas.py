@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from fastnas.cli import main as fastnas
 from fastnas.proxies import collect, network_outputs
+from fastnas.proxies import program as program_module
 from fastnas.proxies.autodas_ops import BINARY_OPS, DISTANCES, TRANSFORMS, UNARY_OPS
 from fastnas.proxies.program import (Instinct, Interaction, Program, mutate, random_program, score,
                                      score_population, valid_rows)
@@ -274,6 +275,16 @@ def test_invalid_programs_are_rejected(archs):
     big = [replace(a, weights=[w * 1e4 for w in a.weights]) for a in archs]
     fit = fitness([overflow, nan_free], big, target)
     assert math.isnan(fit[0]) and not math.isnan(fit[1])
+
+
+def test_out_of_memory_is_raised_not_scored_nan(archs, monkeypatch):
+    # Any other RuntimeError marks the program invalid on that architecture; running out of memory must not.
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(program_module, "_instinct_score", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError, match="simulated"):
+        score(EQ4, archs[0])
 
 
 def test_constant_scores_have_no_fitness(archs):

@@ -63,6 +63,15 @@ def test_at_loss_is_half_beta_times_reference_and_teacher_gets_no_grad():
     assert all(t.grad is None for t in teacher)
 
 
+def test_at_loss_casts_a_float32_teacher_to_a_bfloat16_student():
+    # Under autocast a scripted teacher may return float32 maps while the student's are bfloat16.
+    student = [randn(2, 4, 6, 6, seed=1).bfloat16().requires_grad_()]
+    teacher = [randn(2, 8, 6, 6, seed=2)]
+    loss = ATLoss()(student, teacher)
+    expected = 500.0 * _reference.at_loss([student[0].detach().float()], [teacher[0].bfloat16().float()], 2.0)
+    torch.testing.assert_close(loss.float(), expected, rtol=2e-2, atol=0)
+
+
 @pytest.mark.parametrize("student_size, teacher_size", [(8, 4), (4, 8), (8, 2)])
 def test_at_loss_pools_the_larger_map(student_size, teacher_size):
     student = randn(2, 3, student_size, student_size, seed=1)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fastnas.cli import main as cli_main
+from conftest import requires_cuda
 from fastnas.data import ImageData
 from fastnas.runs import RunFolder
 from fastnas.search_spaces import DiscreteNetwork, Genotype
@@ -155,6 +156,15 @@ def test_resume_gives_the_uninterrupted_genotype(tmp_path):
     assert all(len(node) == 2 for node in genotype.normal + genotype.reduce)  # top-2 incoming edges per node
     assert sorted(p.name for p in (tmp_path / "full" / "genotypes").iterdir()) == \
         ["epoch_001.json", "epoch_002.json", "epoch_003.json"]
+
+
+@requires_cuda
+def test_cuda_search_resumes(tmp_path):
+    # The checkpoint loads on the CPU; the warm-started eigenvector must go back to the GPU. (cuDNN and the
+    # fused backward's atomics are not bit-deterministic: no equality with the uninterrupted run here.)
+    tiny_search(tmp_path / "cut", device="cuda").run(stop_after_epochs=1)
+    resumed = tiny_search(tmp_path / "cut", resume=True, device="cuda").run()
+    assert math.isfinite(resumed["sharpness"]) and resumed["genotype"]
 
 
 def test_cli_search_and_retrain(tmp_path):

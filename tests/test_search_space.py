@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from fastnas.nn.cost import count_flops, count_params
 from fastnas.search_spaces import DiscreteNetwork, Genotype, SuperNetwork
+from conftest import DEVICES
 
 
 def test_cost_counter_hand_computed():
@@ -78,3 +79,25 @@ def test_super_network_matches_a_reference_style_weighted_sum():
             x = torch.relu(inputs[e]) if getattr(op, "relu_input", False) else inputs[e]
             expected = expected + weights[k] * op(x)
     torch.testing.assert_close(node(inputs, alpha), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_prune_below_prunes_exactly_the_small_weights_and_they_stay_zero(device):
+    torch.manual_seed(0)
+    net = SuperNetwork(C=2, num_classes=3, layers=3, nodes=2, in_channels=1, mode="relu_norm", alpha_per_cell=True,
+                       primitives=("skip_connect", "sep_conv_3x3", "avg_pool_3x3")).to(device)
+    with torch.no_grad():
+        for alpha in net.arch_parameters():
+            alpha.uniform_(-0.5, 1.0)  # relu: every negative alpha gets weight 0
+    before = [w.detach().cpu() for w in net.node_weights()]
+    masks = [m.clone() for cell in net.node_masks() for m in cell]
+    pruned = net.prune_below(0.05)
+    expected = [(m & (w < 0.05)).nonzero().tolist() for m, w in zip(masks, before)]
+    assert sorted((i * 2 + j, e, net.primitives.index(op)) for i, j, e, op in pruned) == \
+        sorted((n, e, k) for n, pairs in enumerate(expected) for e, k in pairs)
+    assert pruned and net.num_live_ops() == sum(int(m.sum()) for m in masks) - len(pruned)
+    # the weights after pruning: 0 at pruned entries (the node's device mask was refreshed), renormalized elsewhere
+    for w, mask in zip(net.node_weights(), (m for cell in net.node_masks() for m in cell)):
+        assert w.device.type == torch.device(device).type
+        assert (w.cpu()[~mask] == 0).all()
+        assert w.sum().item() == pytest.approx(1.0) or w.sum().item() == 0.0

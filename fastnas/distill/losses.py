@@ -82,7 +82,8 @@ class ATLoss(nn.Module):
 
     def forward(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pairs(student_feats, teacher_feats)
-        pairs = [match_spatial(s, t.detach()) for s, t in zip(student_feats, teacher_feats)]
+        # The teacher in the student's dtype: under autocast a scripted teacher may still give float32.
+        pairs = [match_spatial(s, t.detach().to(s.dtype)) for s, t in zip(student_feats, teacher_feats)]
         student, teacher = [s for s, _ in pairs], [t for _, t in pairs]
         return self.beta / 2 * ops.at_loss(student, teacher, self.p)
 

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import mixed_node
+from ..ops._reference import mixed_node_weights  # alpha -> weights on tiny tensors: plain PyTorch is fine
 from .darts_ops import Zero
 
 
@@ -82,6 +83,7 @@ class MixedNode(nn.Module):
         self.candidates = nn.ModuleDict({_key(e, k): build(e, k) for e in range(num_edges) for k in range(num_ops)})
         # On the CPU on purpose: mixed_node reads it on the host, a device copy would cost a sync.
         self.mask = torch.ones(num_edges, num_ops, dtype=torch.bool)
+        self._device_masks: dict[torch.device, torch.Tensor] = {}  # copies for weights(); reset by prune()
 
     @property
     def live(self) -> list[tuple[int, int]]:
@@ -103,6 +105,17 @@ class MixedNode(nn.Module):
         if self.mask[edge, op]:
             self.mask[edge, op] = False
             del self.candidates[_key(edge, op)]
+            self._device_masks.clear()
+
+    def weights(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Operator weights [E, K] of this node's mode from alpha [E, K], 0 where pruned; differentiable.
+
+        The mask is copied to alpha's device once per pruning state: an upload per call would block
+        the host (a stream sync on CUDA) and could not be captured in a CUDA graph.
+        """
+        if alpha.device not in self._device_masks:
+            self._device_masks[alpha.device] = self.mask.to(alpha.device)
+        return mixed_node_weights(alpha, self._device_masks[alpha.device], self.mode, self.temperature)
 
     def forward(self, inputs: Sequence[torch.Tensor], alpha: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:

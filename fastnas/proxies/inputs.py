@@ -109,5 +109,5 @@ def collect(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         teacher=teacher,
         weights=[w.detach() for w in weights],
         grads=[torch.zeros_like(w) if g is None else g.detach() for w, g in zip(weights, grads)],
-        activations=[a if a is not None else torch.empty(0) for a in activations],
+        activations=[a if a is not None else w.new_empty(0) for a, w in zip(activations, weights)],
         labels=labels)

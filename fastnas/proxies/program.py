@@ -335,6 +335,8 @@ def score(program: Program, inputs: ProxyInputs, memo: dict | None = None) -> fl
             total = total + _instinct_score(program.instinct, inputs, memo).double()
         if program.interaction is not None:
             total = total + _interaction_score(program.interaction, inputs, memo).double()
+    except torch.OutOfMemoryError:  # a RuntimeError too, but the device's limit, not the program's fault
+        raise
     except RuntimeError:  # an op undefined on these shapes (e.g. a 0-d tensor given to a map op)
         return float("nan")
     value = float(total)

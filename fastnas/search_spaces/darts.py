@@ -26,7 +26,6 @@ import torch
 import torch.nn as nn
 
 from ..nn import darts_node
-from ..ops._reference import mixed_node_weights  # alpha -> weights on tiny tensors: plain PyTorch is fine
 from ..nn.darts_ops import (DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN, check_primitives, make_op,
                         takes_relu_input)
 
@@ -239,7 +238,7 @@ class SuperNetwork(nn.Module):
         weights, offset = [], 0
         for node in self.cells[cell_index].nodes:
             rows = node.mask.shape[0]
-            weights.append(mixed_node_weights(alpha[offset: offset + rows], node.mask, node.mode, node.temperature))
+            weights.append(node.weights(alpha[offset: offset + rows]))
             offset += rows
         return weights
 
@@ -251,9 +250,12 @@ class SuperNetwork(nn.Module):
     def prune_below(self, eps: float) -> list[tuple[int, int, int, str]]:
         """Prunes every live operator whose weight is below eps; returns (cell, node, edge, op name) of each."""
         pruned = []
+        per_node = self.node_weights()
+        below = torch.cat([w.flatten() for w in per_node]).cpu() < eps  # one download: one sync on a GPU
+        below_per_node = iter(below.split([w.numel() for w in per_node]))
         for i, cell in enumerate(self.cells):
-            for j, (node, weights) in enumerate(zip(cell.nodes, self.cell_weights(i))):
-                for edge, op in (node.mask & (weights.cpu() < eps)).nonzero().tolist():
+            for j, node in enumerate(cell.nodes):
+                for edge, op in (node.mask & next(below_per_node).view(node.mask.shape)).nonzero().tolist():
                     node.prune(edge, op)
                     pruned.append((i, j, edge, self.primitives[op]))
         return pruned

@@ -207,7 +207,8 @@ class DNADSearch(Search):
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, warm_up: bool) -> dict:
         c = self.config
-        images, labels = self.dist.shard(images, labels)
+        # shard first: each rank uploads only its share of the global batch
+        images, labels = (t.to(self.device) for t in self.dist.shard(images, labels))
         with self.autocast():
             logits, features = self.net(images)
             logits = at_least_float32(logits)
@@ -263,7 +264,7 @@ class DNADSearch(Search):
             warm_up = self.epoch < c.warm_up
             for images, labels in batches(self.train_data, c.batch_size, shuffle=True, seed=c.seed, epoch=self.epoch,
                                           augment=self.dataset.augment, drop_last=True):
-                metrics = self._train_step(images.to(self.device), labels.to(self.device), warm_up)
+                metrics = self._train_step(images, labels, warm_up)
                 self.step += 1
                 n_pruned, pareto = (0, False) if warm_up else self._prune()
                 if n_pruned:

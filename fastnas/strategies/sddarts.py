@@ -118,6 +118,17 @@ class VotedTeacher:
 # ---------------------------------------------------------------------- second-order helpers
 
 
+@contextmanager
+def exact_float32_convolutions() -> Iterator[None]:
+    """cuDNN float32 convolutions without TF32 inside the block (PyTorch allows TF32 for them by default,
+    which rounds their inputs to 10 mantissa bits): a finite difference of two gradients that differ by
+    O(r) needs the full float32 precision. No effect on the CPU."""
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=False):
+        yield
+
+
 def finite_difference_jvp(grad_fn: Callable[[], list[torch.Tensor]], params: list[torch.Tensor],
                           vector: list[torch.Tensor], r: float = 1e-2) -> list[torch.Tensor]:
     """(grad_fn() at params + R v  -  grad_fn() at params - R v) / 2R with R = r / ||v|| (DARTS' choice).
@@ -136,7 +147,8 @@ def finite_difference_jvp(grad_fn: Callable[[], list[torch.Tensor]], params: lis
                 p.copy_(p0 + sign * R * v)
         return grad_fn()
 
-    plus, minus = shifted(1.0), shifted(-1.0)
+    with exact_float32_convolutions():
+        plus, minus = shifted(1.0), shifted(-1.0)
     with torch.no_grad():
         for p, p0 in zip(params, originals):
             p.copy_(p0)
@@ -310,7 +322,8 @@ class SDDARTSSearch(Search):
         for key, teacher in self.teacher.items():
             teacher.load_state_dict(state["teacher"][key])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
-        self.eigenvector, self.sharpness = state["eigenvector"], state["sharpness"]
+        self.sharpness = state["sharpness"]  # the checkpoint was loaded on the CPU: the eigenvector goes back
+        self.eigenvector = None if state["eigenvector"] is None else [v.to(self.device) for v in state["eigenvector"]]
         self.finished = state["finished"]
         torch.set_rng_state(state["rng"])
         # One line per step plus one per finished epoch precede the checkpoint.
@@ -323,7 +336,8 @@ class SDDARTSSearch(Search):
         """CE + lambda * KL to the voted teacher (after the warm-up) of one batch of split `split_name`
         (under bf16 autocast when config.amp is "bf16" and `amp`)."""
         c = self.config
-        labels = (self.train_data if split_name == "train" else self.val_data).labels[index]
+        index = index.cpu()  # a no-op in a search: batches keep their sample indices on the CPU
+        labels = (self.train_data if split_name == "train" else self.val_data).labels[index].to(self.device)
         with self.autocast(amp):
             logits = at_least_float32(self.net(images)[0])
         ce = F.cross_entropy(logits, labels)
@@ -331,10 +345,10 @@ class SDDARTSSearch(Search):
         if c.sd_lambda > 0:
             teacher = self.teacher[split_name]
             if self.epoch >= c.warm_up:
-                probs, has_teacher = teacher.targets(index.cpu(), self.epoch)
+                probs, has_teacher = teacher.targets(index, self.epoch)
                 kl = self_distillation_kl(logits, probs.to(self.device), c.temperature, has_teacher.to(self.device))
             if record:  # every rank records the whole global batch
-                teacher.record(self.dist.gather(index).cpu(), self.dist.gather(logits.detach()), self.epoch)
+                teacher.record(self.dist.gather(index), self.dist.gather(logits.detach()), self.epoch)
         accuracy = (logits.argmax(1) == labels).float().mean()
         return ce + c.sd_lambda * kl, {"ce": ce, "kl": kl, "accuracy": accuracy}
 
@@ -452,8 +466,8 @@ class SDDARTSSearch(Search):
                                   epoch=self.epoch, augment=self.dataset.augment, drop_last=True)
             for (x_train, i_train), (x_val, i_val) in zip(train_batches, val_batches):
                 x_train, i_train, x_val, i_val = self.dist.shard(x_train, i_train, x_val, i_val)
-                train_batch = (x_train.to(self.device), i_train.to(self.device))
-                metrics = self._train_step(train_batch, (x_val.to(self.device), i_val.to(self.device)))
+                # indices stay on the CPU, where the labels and the voted teachers are
+                metrics = self._train_step((x_train.to(self.device), i_train), (x_val.to(self.device), i_val))
                 self.step += 1
                 self.run_folder.log({"kind": "step", "step": self.step, "epoch": self.epoch, **metrics})
                 bar.update(1)
