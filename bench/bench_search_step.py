@@ -41,12 +41,14 @@ from typing import Callable, Iterator
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import fastnas
 from fastnas.distill import ATLoss, Teacher, TeacherResNet, losses
 from fastnas.nn import MixedNode
 from fastnas.nn.cost import count_saved_bytes
+from fastnas.nn.darts_ops import DilConv, SepConv
 from fastnas.ops import _reference
 from fastnas.search_spaces import DARTS_PRIMITIVES, SuperNetwork
 from fastnas.strategies.dnad import AUTHORS_CIFAR_OPS
@@ -64,7 +66,10 @@ def reference_node_forward(node: MixedNode, inputs, alpha: torch.Tensor) -> torc
     for edge, op in node.live:
         module = node.candidates[f"{edge}_{op}"]
         x = inputs[edge]
-        total = total + weights[edge, op] * module(F.relu(x) if getattr(module, "relu_input", False) else x)
+        x = F.relu(x) if getattr(module, "relu_input", False) else x
+        # the reference's operators: a plain chain of modules, every intermediate saved for backward
+        out = nn.Sequential.forward(module, x) if isinstance(module, (SepConv, DilConv)) else module(x)
+        total = total + weights[edge, op] * out
     return total
 
 

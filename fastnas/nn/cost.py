@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from . import mixed
+
 
 def count_params(module: nn.Module) -> int:
     """Trainable and frozen parameters of `module` (pruned operators are gone, so not counted)."""
@@ -53,9 +55,10 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 def count_saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:
     """Bytes of the distinct storages autograd keeps for backward while `loss_fn()` builds its graph.
 
-    Runs the backward too (freeing them). Saves made under an inner saved-tensor hook (the
-    operator outputs of fastnas.nn.MixedNode) are not seen: what that hook keeps is tensors
-    saved elsewhere anyway plus per-channel vectors.
+    Runs the backward too (freeing them). Counts what MixedNode's own saved-tensor hook keeps for
+    mixed_node (operator outputs, or the BatchNorm inputs and statistics that rebuild them) through
+    fastnas.nn.mixed.saved_tensor_observers: that inner hook hides those saves from this one.
+    Parameters count too (a convolution saves its weight); they are the same in any two variants.
     """
     storages: dict[int, int] = {}
 
@@ -64,7 +67,11 @@ def count_saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:
         storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
-        loss = loss_fn()
+    mixed.saved_tensor_observers.append(count)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+            loss = loss_fn()
+    finally:
+        mixed.saved_tensor_observers.remove(count)
     loss.backward()
     return sum(storages.values())

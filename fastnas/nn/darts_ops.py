@@ -1,9 +1,14 @@
 """The DARTS candidate operations (Liu et al., 2019; quark0/darts operations.py).
 
-One change from the reference: operations that start with a ReLU (separable and
-dilated convolutions, the factorized reduction of skip_connect) are built
-without it and marked ``relu_input = True``. A mixed edge computes relu(x) once
-and hands it to all of them, instead of one ReLU per operator.
+Two changes from the reference, neither changing a value or a gradient:
+- operations that start with a ReLU (separable and dilated convolutions, the
+  factorized reduction of skip_connect) are built without it and marked
+  ``relu_input = True``. A mixed edge computes relu(x) once and hands it to all
+  of them, instead of one ReLU per operator;
+- each depthwise -> pointwise convolution pair keeps only its input for
+  backward and recomputes the depthwise output there (DepthwisePointwise): a
+  depthwise convolution costs 1/C of the pointwise one that follows it, and
+  its output is otherwise the largest tensor these operations save.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -28,6 +34,54 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
+class DepthwisePointwise(torch.autograd.Function):
+    """pointwise(depthwise(x)) saving x and the weights only; backward recomputes depthwise(x).
+
+    forward(x [B, C, H, W], w_dw [C, 1, k, k], w_pw [C_out, C, 1, 1], stride, padding, dilation)
+    -> [B, C_out, H', W']. Backward is built from differentiable ops, so double backward works.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_dw, w_pw, stride, padding, dilation):
+        ctx.save_for_backward(x, w_dw, w_pw)
+        ctx.geometry = (stride, padding, dilation)
+        out = F.conv2d(F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1]), w_pw)
+        ctx.compute_dtype = out.dtype  # bfloat16 under autocast: backward computes as forward did
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        x, w_dw, w_pw = (t.to(ctx.compute_dtype) for t in saved)
+        grad = grad.to(ctx.compute_dtype)
+        stride, padding, dilation = ctx.geometry
+        channels = x.shape[1]
+        depthwise = F.conv2d(x, w_dw, None, stride, padding, dilation, channels)
+        need_x, need_dw, need_pw = ctx.needs_input_grad[:3]
+        # aten.convolution_backward(grad, input, weight, bias_sizes, stride, padding, dilation,
+        #                           transposed, output_padding, groups, output_mask)
+        grad_depthwise, grad_pw, _ = torch.ops.aten.convolution_backward(
+            grad, depthwise, w_pw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            [need_x or need_dw, need_pw, False])
+        grad_x = grad_dw = None
+        if need_x or need_dw:
+            grad_x, grad_dw, _ = torch.ops.aten.convolution_backward(
+                grad_depthwise, x, w_dw, None, list(stride), list(padding), list(dilation), False, [0, 0],
+                channels, [need_x, need_dw, False])
+        # each gradient in its input's dtype, as autocast's casts would return it
+        grads = (grad_x, grad_dw, grad_pw)
+        grad_x, grad_dw, grad_pw = (g if g is None else g.to(t.dtype) for g, t in zip(grads, saved))
+        return grad_x, grad_dw, grad_pw, None, None, None
+
+
+def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Conv2d) -> torch.Tensor:
+    """pointwise(depthwise(x)) for two bias-free Conv2d modules, recomputing the middle in backward."""
+    if not torch.is_grad_enabled():
+        return pointwise(depthwise(x))
+    return DepthwisePointwise.apply(x, depthwise.weight, pointwise.weight, depthwise.stride, depthwise.padding,
+                                    depthwise.dilation)
+
+
 class DilConv(nn.Sequential):
     """(ReLU) -> depthwise dilated conv -> pointwise conv -> BN."""
 
@@ -39,6 +93,9 @@ class DilConv(nn.Sequential):
             nn.Conv2d(C, C, 1, bias=False),
             nn.BatchNorm2d(C, affine=affine),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[2](depthwise_pointwise(x, self[0], self[1]))
 
 
 class SepConv(nn.Sequential):
@@ -56,6 +113,10 @@ class SepConv(nn.Sequential):
             nn.Conv2d(C, C, 1, bias=False),
             nn.BatchNorm2d(C, affine=affine),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self[3](self[2](depthwise_pointwise(x, self[0], self[1])))
+        return self[6](depthwise_pointwise(x, self[4], self[5]))
 
 
 class FactorizedReduce(nn.Module):

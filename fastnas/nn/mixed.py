@@ -26,8 +26,29 @@ def _key(edge: int, op: int) -> str:
 # DARTS step saves for backward (bench/bench_search_step.py measures it).
 _BATCH_NORM_NODES = ("NativeBatchNormBackward0", "CudnnBatchNormBackward0", "MiopenBatchNormBackward0")
 
+# Called with every tensor the node's saved-tensor hook keeps. That hook hides the saves of mixed_node
+# from any outer hook, so fastnas.nn.cost.count_saved_bytes registers here to see them.
+saved_tensor_observers: list[Callable[[torch.Tensor], None]] = []
+
 
 def _pack_operator_output(tensor: torch.Tensor, zero_outputs: set[int]):
+    packed = _packed_form(tensor, zero_outputs)
+    for observe in saved_tensor_observers:
+        for kept in _tensors_kept(packed):
+            observe(kept)
+    return packed
+
+
+def _tensors_kept(packed) -> list[torch.Tensor]:
+    if isinstance(packed, torch.Tensor):
+        return [packed]
+    if packed[0] == "batch_norm":
+        _, x, _, stats = packed
+        return [x, *(stats or ())]
+    return []  # zeros: a shape
+
+
+def _packed_form(tensor: torch.Tensor, zero_outputs: set[int]):
     node = tensor.grad_fn
     if tensor.data_ptr() in zero_outputs:
         return ("zeros", tensor.shape, tensor.dtype, tensor.device)
