@@ -12,7 +12,9 @@ modules and parameters; they differ only in how a node combines its candidates
   ``sum(w * op(x) for w, op in zip(weights, ops))`` with a softmax per edge, and
   every convolution operator applies its own ReLU to the edge input;
 - fused: fastnas's MixedNode, one `fastnas.ops.mixed_node` call per node, one
-  ReLU per edge shared by the convolution operators;
+  ReLU per edge shared by the convolution operators, operator and depthwise
+  outputs rebuilt in backward instead of saved (SuperNetwork.set_recompute);
+- fused-no-recompute: the same, saving those outputs;
 - compiled: fused, with the loss (forward, and through AOTAutograd the backward)
   under `torch.compile` (Inductor); the optimizer steps stay eager;
 - graphed (CUDA only): fused, the whole step (both backward passes and optimizer
@@ -155,7 +157,7 @@ class SearchStep:
         return loss.item(), {name: p.grad.clone() for name, p in self.net.named_parameters()}
 
 
-VARIANTS = ["eager", "fused", "compiled", "graphed"]
+VARIANTS = ["eager", "fused", "fused-no-recompute", "compiled", "graphed"]
 
 
 def implementation(name: str) -> contextlib.AbstractContextManager:
@@ -206,7 +208,7 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
             variants: tuple[str, ...] = ("eager", "fused")) -> dict:
     """One method's comparison as written by `python bench/bench_search_step.py`; ratios are eager / variant."""
     shapes = dict(C=C, layers=layers, batch=batch, size=size, device=device)
-    results = {}
+    results, prepared = {}, {}
     for name in variants:
         if name not in VARIANTS:
             raise ValueError(f"variants: expected names from {', '.join(VARIANTS)}, got {name!r}")
@@ -214,6 +216,7 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
             raise ValueError("variants: 'graphed' captures a CUDA graph and needs --device cuda")
         with implementation(name):
             step = SearchStep(method, **shapes, capturable=name == "graphed")
+            step.net.set_recompute(name != "fused-no-recompute")
             started = time.perf_counter()
             if name == "compiled":
                 step.loss = torch.compile(step.loss)
@@ -225,24 +228,28 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
                 step.run = capture_cuda_graph(step.run)
             step.run()  # warm-up
             counts = op_counts(step)
-            times = []
-            for _ in range(steps):
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                started = time.perf_counter()
-                step.run()
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - started)
             peak = None
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
                 step.run()
                 torch.cuda.synchronize()
                 peak = torch.cuda.max_memory_allocated()
-        results[name] = {"loss": loss, "grads": grads, "median_step_s": statistics.median(times),
-                         "step_times_s": times, "first_call_s": first_call_s, "saved_tensor_bytes": saved,
-                         "peak_memory_bytes": peak, **counts}
+        prepared[name] = step
+        results[name] = {"loss": loss, "grads": grads, "step_times_s": [], "first_call_s": first_call_s,
+                         "saved_tensor_bytes": saved, "peak_memory_bytes": peak, **counts}
+    # Rounds of one step per variant: a load change on a shared machine hits every variant alike.
+    for _ in range(steps):
+        for name, step in prepared.items():
+            with implementation(name):
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                step.run()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                results[name]["step_times_s"].append(time.perf_counter() - started)
+    for r in results.values():
+        r["median_step_s"] = statistics.median(r["step_times_s"])
     eager = results["eager"]
     comparison = {}
     for name, r in results.items():

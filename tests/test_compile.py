@@ -47,7 +47,8 @@ def test_compiled_matches_eager(device, backend):
 def test_super_network_compiles_to_one_graph(mode):
     # A pruned operator too: the node's live list comes from its modules, not from reading the mask.
     torch.manual_seed(0)
-    net = SuperNetwork(C=2, num_classes=3, layers=3, nodes=2, in_channels=1, mode=mode, alpha_per_cell=mode != "softmax",
+    net = SuperNetwork(C=2, num_classes=3, layers=3, nodes=2, in_channels=1, mode=mode,
+                       alpha_per_cell=mode != "softmax",
                        primitives=("none", "skip_connect", "sep_conv_3x3", "avg_pool_3x3")).double()
     net.cells[0].nodes[1].prune(0, 2)
     images = torch.randn(4, 1, 8, 8, dtype=torch.float64)

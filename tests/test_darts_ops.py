@@ -1,11 +1,15 @@
-"""The DARTS operations: DepthwisePointwise recomputes instead of saving, and changes no value or gradient."""
+"""Recomputation in the DARTS operations and super-network: less memory, no value or gradient changed."""
+
+import json
 
 import pytest
 import torch
 import torch.nn as nn
 
+from fastnas.cli import main as cli_main
 from fastnas.nn.cost import count_saved_bytes
 from fastnas.nn.darts_ops import DepthwisePointwise, DilConv, SepConv
+from fastnas.search_spaces import SuperNetwork
 
 
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 2, 2), (2, 1, 1)])
@@ -48,3 +52,33 @@ def test_operations_equal_the_plain_chain_and_save_less(make):
     for h in hooks:
         h.remove()
     assert saved["plain"] - saved["recompute"] == sum(depthwise_bytes) > 0
+
+
+@pytest.mark.parametrize("mode", ["softmax", "relu_norm"])
+def test_super_network_recompute_changes_memory_not_gradients(mode):
+    torch.manual_seed(0)
+    net = SuperNetwork(C=4, num_classes=3, layers=3, nodes=2, in_channels=1, mode=mode,
+                       alpha_per_cell=mode == "relu_norm").double()
+    images = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+
+    def loss():
+        logits, features = net(images)
+        return logits.square().mean() + sum(f.mean() for f in features)
+
+    grads, saved = {}, {}
+    for recompute in (True, False):
+        net.set_recompute(recompute)
+        net.zero_grad(set_to_none=True)
+        loss().backward()
+        grads[recompute] = [p.grad.clone() for p in net.parameters()]
+        saved[recompute] = count_saved_bytes(loss)
+    for got, want in zip(grads[True], grads[False]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert saved[True] < 0.8 * saved[False]
+
+
+def test_cli_no_recompute_is_recorded(tmp_path):
+    assert cli_main(["darts", "--data", "synthetic:64", "--out", str(tmp_path), "--C", "2", "--layers", "3",
+                     "--nodes", "2", "--epochs", "1", "--batch-size", "16", "--ops", "skip_connect,sep_conv_3x3",
+                     "--quiet", "--no-recompute"]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["recompute"] is False

@@ -74,9 +74,10 @@ class DepthwisePointwise(torch.autograd.Function):
         return grad_x, grad_dw, grad_pw, None, None, None
 
 
-def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Conv2d) -> torch.Tensor:
-    """pointwise(depthwise(x)) for two bias-free Conv2d modules, recomputing the middle in backward."""
-    if not torch.is_grad_enabled():
+def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Conv2d,
+                        recompute: bool = True) -> torch.Tensor:
+    """pointwise(depthwise(x)) for two bias-free Conv2d modules; `recompute`: rebuild the middle in backward."""
+    if not (recompute and torch.is_grad_enabled()):
         return pointwise(depthwise(x))
     return DepthwisePointwise.apply(x, depthwise.weight, pointwise.weight, depthwise.stride, depthwise.padding,
                                     depthwise.dilation)
@@ -86,6 +87,7 @@ class DilConv(nn.Sequential):
     """(ReLU) -> depthwise dilated conv -> pointwise conv -> BN."""
 
     relu_input = True
+    recompute_depthwise = True  # see DepthwisePointwise; SuperNetwork.set_recompute switches it
 
     def __init__(self, C: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool):
         super().__init__(
@@ -95,13 +97,14 @@ class DilConv(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self[2](depthwise_pointwise(x, self[0], self[1]))
+        return self[2](depthwise_pointwise(x, self[0], self[1], self.recompute_depthwise))
 
 
 class SepConv(nn.Sequential):
     """(ReLU) -> dw conv (stride) -> pw conv -> BN -> ReLU -> dw conv -> pw conv -> BN."""
 
     relu_input = True
+    recompute_depthwise = True  # see DepthwisePointwise; SuperNetwork.set_recompute switches it
 
     def __init__(self, C: int, kernel: int, stride: int, padding: int, affine: bool):
         super().__init__(
@@ -115,8 +118,8 @@ class SepConv(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self[3](self[2](depthwise_pointwise(x, self[0], self[1])))
-        return self[6](depthwise_pointwise(x, self[4], self[5]))
+        x = self[3](self[2](depthwise_pointwise(x, self[0], self[1], self.recompute_depthwise)))
+        return self[6](depthwise_pointwise(x, self[4], self[5], self.recompute_depthwise))
 
 
 class FactorizedReduce(nn.Module):

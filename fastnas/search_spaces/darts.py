@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..nn import darts_node
-from ..nn.darts_ops import (DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN, check_primitives, make_op,
-                        takes_relu_input)
+from ..nn import MixedNode, darts_node
+from ..nn.darts_ops import (DARTS_PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, check_primitives,
+                            make_op, takes_relu_input)
 
 # (op name, index of the input state: 0, 1 = the cell inputs, 2 + j = node j)
 Edge = tuple[str, int]
@@ -147,7 +147,7 @@ class SuperNetwork(nn.Module):
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, nodes: int = 4,
                  primitives: tuple[str, ...] | list[str] = DARTS_PRIMITIVES, in_channels: int = 3,
                  mode: str = "softmax", alpha_per_cell: bool = False, alpha_init: float | None = None,
-                 stem_multiplier: int = 3):
+                 stem_multiplier: int = 3, recompute: bool = True):
         super().__init__()
         if layers < 3:
             raise ValueError(f"layers: expected at least 3 cells (three stages), got {layers}")
@@ -178,6 +178,17 @@ class SuperNetwork(nn.Module):
         def init():
             return torch.full(shape, alpha_init) if alpha_init is not None else 1e-3 * torch.randn(shape)
         self.alphas = nn.ParameterList([nn.Parameter(init()) for _ in range(count)])
+        self.set_recompute(recompute)
+
+    def set_recompute(self, enabled: bool) -> None:
+        """Memory for compute (on by default): backward rebuilds the operator outputs the alpha gradient
+        needs from what BatchNorm saved (MixedNode) and each depthwise output from its input
+        (DepthwisePointwise) instead of keeping them. Values and gradients are the same either way."""
+        for module in self.modules():
+            if isinstance(module, MixedNode):
+                module.recompute_outputs = enabled
+            elif isinstance(module, (SepConv, DilConv)):
+                module.recompute_depthwise = enabled
 
     def alpha_of(self, cell_index: int) -> torch.Tensor:
         """The alpha tensor [edges, K] that cell `cell_index` uses."""

@@ -88,6 +88,7 @@ class DNADConfig:
     seed: int = 0
     device: str = "cpu"
     amp: str = "off"               # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
+    recompute: bool = True         # SuperNetwork.set_recompute: less memory for a little more compute
     snps: SNPSConfig | dict | None = None  # None: the preset for `data`; a dict: overrides of that preset
 
     def __post_init__(self):
@@ -134,7 +135,8 @@ class DNADSearch(Search):
         self.train_data, self.val_data = split(self.dataset.train, 1 - c.val_fraction, seed=c.seed)
         self.input_shape = (self.dataset.in_channels, self.dataset.image_size, self.dataset.image_size)
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
-                                mode="relu_norm", alpha_per_cell=True, alpha_init=c.alpha_init).to(self.device)
+                                mode="relu_norm", alpha_per_cell=True, alpha_init=c.alpha_init,
+                                recompute=c.recompute).to(self.device)
         self.teacher = None
         teacher_channels: list[int] = []
         if c.kd != "none":

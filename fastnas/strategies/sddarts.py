@@ -235,6 +235,7 @@ class SDDARTSConfig:
     seed: int = 0
     device: str = "cpu"
     amp: str = "off"                  # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
+    recompute: bool = True            # SuperNetwork.set_recompute: less memory for a little more compute
 
     def __post_init__(self):
         self.ops = check_primitives(list(self.ops))
@@ -290,7 +291,7 @@ class SDDARTSSearch(Search):
         c = config
         self.train_data, self.val_data = split(self.dataset.train, c.train_fraction, seed=c.seed)
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
-                                mode="softmax", alpha_per_cell=False).to(self.device)
+                                mode="softmax", alpha_per_cell=False, recompute=c.recompute).to(self.device)
         self.weights, self.alphas = self.net.weight_parameters(), self.net.arch_parameters()
         self.optimizer = torch.optim.SGD(self.weights, c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, c.epochs, eta_min=c.lr_min)
