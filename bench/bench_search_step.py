@@ -342,11 +342,12 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", default=None,
-                        help=f"from {','.join(VARIANTS)}; default eager,fused (and graphed on CUDA). "
-                        "compiled takes minutes to compile a full super-network")
+                        help=f"from {','.join(VARIANTS)}; default eager,fused,fused-no-recompute (and graphed "
+                        "on CUDA). compiled takes minutes to compile a full super-network")
     parser.add_argument("--out", default=None, help="JSON file (default: print only)")
     args = parser.parse_args()
-    variants = args.variants or ("eager,fused,graphed" if args.device.startswith("cuda") else "eager,fused")
+    variants = args.variants or ("eager,fused,fused-no-recompute"
+                                 + (",graphed" if args.device.startswith("cuda") else ""))
     result = [measure(method, args.C, args.layers, args.batch, args.size, args.device, args.steps,
                       tuple(variants.split(","))) for method in args.methods.split(",")]
     text = json.dumps(result, indent=1)
