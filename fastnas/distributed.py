@@ -113,12 +113,23 @@ class Distributed:
         self.average([p.grad for p in params])
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The rows of every rank's `tensor` (its share of the global batch), concatenated in rank order."""
+        """The rows of every rank's `tensor` (its share of the global batch), concatenated in rank order.
+
+        Tensor collectives (no pickling): the shares of a tensor_split differ by at most one row, so
+        each is padded to the largest for one all_gather, after one all_gather of the row counts.
+        """
         if not self.enabled:
             return tensor
-        parts: list = [None] * self.world_size
-        dist.all_gather_object(parts, tensor.detach().cpu())
-        return torch.cat(parts).to(tensor.device)
+        device = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+        local = tensor.detach().to(device)
+        counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(self.world_size)]
+        dist.all_gather(counts, torch.tensor([local.shape[0]], device=device))
+        rows = [int(count) for count in counts]
+        padded = local.new_zeros((max(rows), *local.shape[1:]))
+        padded[: local.shape[0]] = local
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[:n] for part, n in zip(parts, rows)]).to(tensor.device)
 
     def average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """The mean of each (rank-local) scalar metric over the ranks."""

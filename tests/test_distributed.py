@@ -62,6 +62,21 @@ def one_step_worker(rank: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+def gather_worker(rank: int, port: int, out: str) -> None:
+    dist = join_group(rank, port)
+    index, logits = dist.shard(torch.arange(5), torch.arange(15.0).view(5, 3))  # uneven: 3 rows and 2 rows
+    torch.save((dist.gather(index), dist.gather(logits)), f"{out}/gathered{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_gather_returns_the_global_batch_on_every_rank(tmp_path):
+    mp.spawn(gather_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    for rank in range(WORLD):
+        index, logits = torch.load(tmp_path / f"gathered{rank}.pt")
+        assert index.tolist() == list(range(5))
+        torch.testing.assert_close(logits, torch.arange(15.0).view(5, 3))
+
+
 def test_averaged_gradients_equal_the_mean_of_the_shard_losses(tmp_path):
     mp.spawn(one_step_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
     net = tiny_supernet()
