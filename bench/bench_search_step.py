@@ -208,6 +208,8 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
             variants: tuple[str, ...] = ("eager", "fused")) -> dict:
     """One method's comparison as written by `python bench/bench_search_step.py`; ratios are eager / variant."""
     shapes = dict(C=C, layers=layers, batch=batch, size=size, device=device)
+    if "eager" not in variants:
+        raise ValueError(f"variants: expected 'eager' among them (the baseline of every ratio), got {list(variants)}")
     results, prepared = {}, {}
     for name in variants:
         if name not in VARIANTS:
@@ -300,9 +302,9 @@ def test_cuda_graph_replay_equals_eager_steps(method):
     """Replaying the captured step updates the network exactly as running the fused step does."""
     shapes = {**TEST_SHAPES, "device": "cuda"}
     steps = [SearchStep(method, **shapes, capturable=True) for _ in range(2)]
-    for _ in range(4):  # capture_cuda_graph's 3 warm-up steps and the captured one
+    for _ in range(3):  # capture_cuda_graph's warm-up steps (capturing records the step, it does not run it)
         steps[0].run()
-    replay = capture_cuda_graph(steps[1].run)
+    replay = capture_cuda_graph(steps[1].run, warm_up=3)
     for _ in range(2):
         steps[0].run()
         replay()

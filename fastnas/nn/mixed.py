@@ -112,10 +112,8 @@ class MixedNode(nn.Module):
         the module and the mask entry), so torch.compile traces it without reading a tensor."""
         return [(int(edge), int(op)) for edge, op in (key.split("_") for key in self.candidates)]
 
-    def _call_mask(self, skip_mask: torch.Tensor | None) -> torch.Tensor:
-        """The node's pruning mask, narrowed by the caller's per-call mask when one is given."""
-        if skip_mask is None:
-            return self.mask
+    def _call_mask(self, skip_mask: torch.Tensor) -> torch.Tensor:
+        """The node's pruning mask, narrowed by the caller's per-call mask."""
         if skip_mask.dtype != torch.bool or tuple(skip_mask.shape) != tuple(self.mask.shape):
             raise ValueError(f"mask: expected a bool tensor of shape {tuple(self.mask.shape)} (edges, ops), "
                              f"got {skip_mask.dtype} {tuple(skip_mask.shape)}")
