@@ -104,7 +104,7 @@ def main():
         cmdclass={"build_ext": BuildExtension},
         python_requires=">=3.10",
         install_requires=["torch>=2.11", "numpy", "scipy", "tqdm", "matplotlib", "scikit-learn"],
-        entry_points={"console_scripts": ["fastnas=fastnas.cli:main"]},
+        entry_points={"console_scripts": ["fastnas=fastnas.cli:run"]},
     )
 
 

@@ -1,4 +1,4 @@
-"""Image data for every search and training command: loading, normalizing, splitting, batching.
+"""Datasets held in memory: reading, normalizing and splitting them.
 
 Everything is held in memory as float tensors; nothing is ever downloaded. Data specs for `load_data`:
 
@@ -14,7 +14,6 @@ import math
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,7 +22,6 @@ import torch.nn.functional as F
 SPEC_HELP = "data: expected digits, cifar10:PATH, cifar100:PATH, imagefolder:PATH or synthetic[:N], got {!r}"
 TEST_FRACTION = 0.25  # held-out share of digits and synthetic
 SPLIT_SEED = 0  # the held-out test set never depends on the run seed
-AUGMENT_PAD = 4
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SYNTHETIC_SIZE, SYNTHETIC_CLASSES, SYNTHETIC_DEFAULT_N = 16, 10, 512
 
@@ -114,49 +112,6 @@ def split(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, I
     return (data.subset(torch.nonzero(chosen).flatten().to(device)),
             data.subset(torch.nonzero(~chosen).flatten().to(device)))
 
-
-def num_batches(data: ImageData, batch_size: int, drop_last: bool = False) -> int:
-    """How many batches `batches` yields for `data` per epoch."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    return len(data) // batch_size if drop_last else -(-len(data) // batch_size)
-
-
-def batches(data: ImageData, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
-            augment: bool = False, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches ``(images [B, C, H, W], labels [B])`` covering `data` once, on the device of `data`.
-
-    Deterministic in (seed, epoch): one CPU torch.Generator seeded with ``seed * 100003 + epoch`` draws
-    the permutation and then each batch's augmentation, so a resumed run sees the same batches. The last
-    batch is smaller unless `drop_last`.
-    """
-    count = num_batches(data, batch_size, drop_last)
-    gen = torch.Generator().manual_seed(seed * 100003 + epoch)
-    order = torch.randperm(len(data), generator=gen) if shuffle else torch.arange(len(data))
-    order = order.to(data.images.device)
-    for b in range(count):
-        index = order[b * batch_size:(b + 1) * batch_size]
-        images = data.images[index]
-        yield (_augment(images, gen) if augment else images), data.labels[index]
-
-
-def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random crop after 4-pixel zero padding plus random horizontal flip of each image of ``[B, C, H, W]``.
-
-    Zero is the channel mean of normalized images. One gather does both: each sample reads rows
-    ``dy + [0, H)`` and columns ``dx + [0, W)`` (reversed when flipped) of its padded image.
-    """
-    b, c, h, w = images.shape
-    padded = F.pad(images, (AUGMENT_PAD,) * 4)
-    dy = torch.randint(0, 2 * AUGMENT_PAD + 1, (b, 1), generator=gen)
-    dx = torch.randint(0, 2 * AUGMENT_PAD + 1, (b, 1), generator=gen)
-    flip = torch.rand(b, 1, generator=gen) < 0.5
-    rows = dy + torch.arange(h)
-    cols = dx + torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w))
-    rows, cols = rows.to(images.device), cols.to(images.device)
-    sample = torch.arange(b, device=images.device)[:, None, None]
-    # advanced indices around a slice put their dims first: [B, H, W, C]
-    return padded[sample, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def _resize(data: ImageData, size: int) -> ImageData:

@@ -1,0 +1,107 @@
+"""`fastnas dnad` and `fastnas demo` (DNAD on the embedded digits data)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_common, add_step_options
+
+SNPS_FLAGS = ("gamma", "gamma_max", "mu", "n_max", "tau", "phi", "k", "rho", "xi", "tqu_max", "eps")
+SNPS_DEFAULT_HELP = {"gamma": "1e-2 on digits/synthetic, else 1e-4", "gamma_max": 0.1, "mu": 0.1,
+                     "n_max": "0.5 on digits/synthetic, else 0.005",
+                     "tau": 0.9, "phi": 1.01, "k": 0.99, "rho": 1.5, "xi": 1.0,
+                     "tqu_max": "20 on digits/synthetic, else 50", "eps": 0.01}
+
+
+def _dnad_config(args: argparse.Namespace):
+    from ..strategies import DNADConfig
+
+    snps = {name: getattr(args, name) for name in SNPS_FLAGS if getattr(args, name) is not None}
+    return DNADConfig(data=args.data, teacher=args.teacher, kd=args.kd, kd_rate=args.kd_rate, at_beta=args.at_beta,
+                      ops=tuple(args.ops.split(",")), C=args.C, layers=args.layers, nodes=args.nodes,
+                      batch_size=args.batch_size, epochs=args.epochs, warm_up=args.warm_up, lr=args.lr,
+                      arch_lr=args.arch_lr, stop_sparsity=args.stop_sparsity, target_ops=args.target_ops,
+                      seed=args.seed, device=args.device, amp=args.amp, recompute=args.recompute, snps=snps)
+
+
+def _write_dnad_results(run, search) -> None:
+    from ..plots import plot_cells, plot_pareto_front, plot_search_curves
+    from ..search_spaces import Genotype
+
+    plot_search_curves(run.metrics(), run.path / "search.png")
+    plot_pareto_front(search.pareto, run.path / "pareto.png")
+    plot_cells(Genotype.load(run.path / "genotype.json"), run.path / "cells.png")
+
+
+def _print_pareto(points: list[dict]) -> None:
+    print(f"{'kind':<7} {'step':>6} {'live ops':>8} {'params':>10} {'FLOPs':>12} {'val acc':>8}  genotype")
+    for p in points:
+        print(f"{p['kind']:<7} {p['step']:>6} {p['live_ops']:>8} {p['params']:>10,} {p['flops']:>12,} "
+              f"{p['val_accuracy']:>8.3f}  {p['genotype']}")
+
+
+def _dnad(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..distributed import Distributed
+    from ..runs import RunFolder
+    from ..strategies import DNADSearch
+
+    config = _dnad_config(args)
+    dist = Distributed.from_env(config.device)
+    run = RunFolder(args.out, resume=args.resume, writer=dist.is_main)
+    log = (lambda _: None) if args.quiet else tqdm.write
+    search = DNADSearch(config, run, progress=not args.quiet, log=log, dist=dist)
+    search.run()
+    if not dist.is_main:
+        return 0
+    _write_dnad_results(run, search)
+    print(f"DNAD search done: {run.path} (pareto.json, genotypes/, metrics.jsonl, search.png, pareto.png, "
+          "cells.png)")
+    _print_pareto(search.pareto)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """DNAD on the embedded digits data with the defaults; prints the Pareto set."""
+    from . import build_parser
+
+    parser = build_parser()
+    argv = ["dnad", "--data", "digits", "--out", args.out] + (["--quiet"] if args.quiet else [])
+    if (Path(args.out) / "checkpoint.pt").exists():
+        argv.append("--resume")
+    return _dnad(parser.parse_args(argv))
+
+
+def add_parsers(sub) -> None:
+    demo = sub.add_parser("demo", help="DNAD search on the embedded digits data (the main job)")
+    demo.add_argument("--out", default="runs/demo-dnad", help="run folder (resumed if it holds a checkpoint)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(run=_demo)
+
+    dnad = sub.add_parser("dnad", help="DNAD: progressive shrinking with distillation from a teacher",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common(dnad)
+    add_step_options(dnad)
+    dnad.add_argument("--teacher", default="builtin",
+                      help="builtin | checkpoint:PATH | torchscript:PATH | torchvision:NAME:WEIGHTS.pt")
+    dnad.add_argument("--kd", choices=["at", "feature", "soft", "none"], default="at")
+    dnad.add_argument("--kd-rate", type=float, default=1.0)
+    dnad.add_argument("--at-beta", type=float, default=1000.0, help="AT loss scale (beta/2 * sum of pair losses)")
+    dnad.add_argument("--ops", default="sep_conv_3x3,skip_connect,dil_conv_5x5", help="candidate operations")
+    dnad.add_argument("--C", type=int, default=16)
+    dnad.add_argument("--layers", type=int, default=8)
+    dnad.add_argument("--nodes", type=int, default=4)
+    dnad.add_argument("--batch-size", type=int, default=None, help="default 64; 32 on digits/synthetic")
+    dnad.add_argument("--epochs", type=int, default=40, help="upper bound; the search stops earlier on its floor")
+    dnad.add_argument("--warm-up", type=int, default=0, help="epochs without shrinking (ImageNet: 5)")
+    dnad.add_argument("--lr", type=float, default=5e-4)
+    dnad.add_argument("--arch-lr", type=float, default=None, help="alpha SGD lr; default 0.2, 1.0 on digits/synthetic")
+    dnad.add_argument("--stop-sparsity", type=float, default=None,
+                      help="stop when S falls below this (default 250 per 32 nodes, the authors' CIFAR floor)")
+    dnad.add_argument("--target-ops", type=int, default=None, help="stop when at most this many operators live")
+    for name in SNPS_FLAGS:
+        dnad.add_argument(f"--{name.replace('_', '-')}", type=int if name == "tqu_max" else float, default=None,
+                          help=f"SNPS {name} (default: {SNPS_DEFAULT_HELP[name]})")
+    dnad.set_defaults(run=_dnad)
