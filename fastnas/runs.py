@@ -74,7 +74,7 @@ def read_checkpoint(path: Path) -> dict:
         raise ValueError(f"{path} is not a readable fastnas checkpoint (truncated or damaged: "
                          f"{type(error).__name__}: {reason})") from error
     if not isinstance(state, dict) or state.get(CHECKPOINT_MARK) != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a fastnas checkpoint (a {type(state).__name__} without the "
+        raise ValueError(f"{path} is not a fastnas checkpoint ({type(state).__name__} without the "
                          f"{CHECKPOINT_MARK!r} mark of format {CHECKPOINT_FORMAT}: written by another program "
                          "or another fastnas version)")
     return {key: value for key, value in state.items() if key != CHECKPOINT_MARK}

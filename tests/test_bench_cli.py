@@ -51,5 +51,5 @@ def test_table_ratios_are_eager_and_compiled_over_fused():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error(capsys):
-    assert cli.main(["bench", "--device", "cuda", "--quick", "--quiet"]) == 2
-    assert "--device cuda needs a visible GPU" in capsys.readouterr().err
+    assert cli.run(["bench", "--device", "cuda", "--quick", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("fastnas bench: error: device: cuda needs a visible GPU")

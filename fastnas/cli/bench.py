@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import torch
 
@@ -16,9 +15,8 @@ def _bench(args: argparse.Namespace) -> int:
     from .. import benchmarks
 
     if args.device == "cuda" and not (torch.cuda.is_available() and benchmarks.ops.build_info()["with_cuda"]):
-        print("fastnas bench: --device cuda needs a visible GPU and a CUDA build of fastnas "
-              f"(build: {benchmarks.ops.build_info()})", file=sys.stderr)
-        return 2
+        raise ValueError("device: cuda needs a visible GPU and a CUDA build of fastnas (GPU visible: "
+                         f"{torch.cuda.is_available()}, build: {benchmarks.ops.build_info()})")
     cases = benchmarks.grid([args.device], args.quick)
     bar = tqdm(total=len(cases), disable=args.quiet, desc="benchmarks", unit="case")
 

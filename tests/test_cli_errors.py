@@ -1,0 +1,143 @@
+"""The command line as a new user meets it: bad input is one line, `fastnas <cmd>: error: ...`, and exit status 2.
+
+Every command has a case here (test_every_command_has_a_bad_input_case fails for a new command without one);
+--debug shows the traceback instead; damaged and foreign checkpoints on --resume are named, one line each.
+"""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastnas.cli
+from fastnas.cli import build_parser, run
+
+# command -> (argv with {tmp} for a fresh folder, the text the one line must hold: the argument it names)
+BAD_INPUT = {
+    "demo": (["demo", "--out"], "argument --out: expected one argument"),
+    "dnad": (["dnad", "--data", "cifar10:{tmp}/missing", "--out", "{tmp}/run"], "data: cifar10 folder"),
+    "train": (["train", "--genotype", "{tmp}/missing.json"], "genotype: no file"),
+    "bench-gt": (["bench-gt", "--space", "nb201", "--out", "{tmp}/gt", "--shard", "x"], "shard: expected 'i/n'"),
+    "sddarts": (["sddarts", "--data", "synthetic:96", "--out", "{tmp}/run", "--epochs", "x"],
+                "argument --epochs: invalid int value: 'x'"),
+    "darts": (["darts", "--data", "synthetic:96", "--out", "{tmp}/run", "--order", "3"], "order: expected 1"),
+    "bench": (["bench", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    "autodas search-proxy": (["autodas", "search-proxy", "--gt", "{tmp}/gt.jsonl", "--out", "{tmp}/run"],
+                             "gt: {tmp}/gt.jsonl does not exist"),
+    "autodas search-student": (["autodas", "search-student", "--proxy", "{tmp}/proxy.json", "--out", "{tmp}/run"],
+                               "proxy: {tmp}/proxy.json does not exist"),
+    "proxies": (["proxies", "--gt", "{tmp}/gt.jsonl", "--proxies", "synflow,no_such_proxy"],
+                "proxy: unknown name 'no_such_proxy'"),
+}
+
+
+def every_command(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
+    """The leaf commands of the parser: 'dnad', ..., 'autodas search-proxy'."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += every_command(sub, f"{prefix}{name} ") or [f"{prefix}{name}"]
+    return found
+
+
+def test_every_command_has_a_bad_input_case():
+    assert sorted(every_command(build_parser())) == sorted(BAD_INPUT)
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUT))
+def test_bad_input_is_one_line_naming_the_argument_and_exit_status_2(command, tmp_path, capsys):
+    argv, named = BAD_INPUT[command]
+    assert run([arg.format(tmp=tmp_path) for arg in argv]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"fastnas {command}: error: ")
+    assert named.format(tmp=tmp_path) in line
+
+
+def test_debug_shows_the_traceback_from_anywhere_on_the_line(tmp_path):
+    missing = str(tmp_path / "missing.json")
+    for argv in (["--debug", "train", "--genotype", missing], ["train", "--genotype", missing, "--debug"]):
+        with pytest.raises(FileNotFoundError, match="genotype: no file"):
+            run(argv)
+
+
+def test_main_raises_and_a_malformed_command_line_is_one_line_there_too(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="genotype: no file"):
+        fastnas.cli.main(["train", "--genotype", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit) as exit_:
+        fastnas.cli.main(["dnad", "--out", str(tmp_path), "--epochs", "x"])
+    assert exit_.value.code == 2
+    assert one_error_line(capsys) == ("fastnas dnad: error: argument --epochs: invalid int value: 'x' "
+                                      "(see fastnas dnad --help)")
+
+
+def test_python_dash_m_fastnas_prints_one_line_and_exits_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fastnas", "train", "--genotype", str(tmp_path / "g.json")],
+                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": ""}, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr == f"fastnas train: error: genotype: no file {tmp_path / 'g.json'}\n"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["dnad", "--out", "x"], "fastnas dnad: interrupted; the same command with --resume continues from the last "
+                             "checkpoint"),
+    (["bench", "--quick"], "fastnas bench: interrupted"),
+])
+def test_ctrl_c_is_one_line_and_exit_status_130(monkeypatch, capsys, argv, message):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastnas.cli, "main", interrupted)
+    assert run(argv) == 130
+    assert one_error_line(capsys) == message
+
+
+# ---------------------------------------------------------------- damaged and foreign checkpoints on --resume
+
+def train_argv(out: Path) -> list[str]:
+    return ["train", "--space", "nb201", "--arch", "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|"
+            "nor_conv_1x1~1|skip_connect~2|", "--C", "4", "--N", "1", "--data", "synthetic:40", "--epochs", "2",
+            "--batch-size", "8", "--out", str(out), "--quiet"]
+
+
+def test_a_truncated_checkpoint_resumes_from_the_previous_with_a_one_line_warning(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(train_argv(out)) == 0
+    capsys.readouterr()
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])
+    assert run(train_argv(out) + ["--resume"]) == 0
+    line = one_error_line(capsys)
+    assert line.startswith(f"fastnas train: warning: resume: {out / 'checkpoint.pt'} is not a readable fastnas "
+                           "checkpoint (truncated or damaged: ")
+    assert line.endswith(f"resuming from the checkpoint before it, {out / 'checkpoint.prev.pt'}: the last "
+                         "checkpoint interval is redone")
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # epoch 2 redone once, not appended
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_bad_checkpoint_without_a_previous_one_is_named_with_what_to_do(tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    out.mkdir()
+    if damage == "truncated":  # what a copy cut short leaves; torch says "OSError: [Errno 22] Invalid argument"
+        torch.save({"epoch": 1, "model": torch.nn.Linear(40, 40).state_dict()}, out / "checkpoint.pt")
+        data = (out / "checkpoint.pt").read_bytes()
+        (out / "checkpoint.pt").write_bytes(data[:-10])
+    else:  # another program's file under the name
+        torch.save(torch.nn.Linear(2, 2).state_dict(), out / "checkpoint.pt")
+    assert run(train_argv(out) + ["--resume"]) == 2
+    line = one_error_line(capsys)
+    kind = "not a readable fastnas checkpoint (truncated or damaged" if damage == "truncated" else \
+        "not a fastnas checkpoint (OrderedDict without the 'fastnas_checkpoint' mark"
+    assert line.startswith(f"fastnas train: error: resume: {out / 'checkpoint.pt'} is {kind}")
+    assert line.endswith(f"there is no checkpoint.prev.pt beside it to fall back to. To start the run over, "
+                         f"delete {out / 'checkpoint.pt'} and run without --resume, or choose another --out")
