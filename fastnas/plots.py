@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .pareto import non_dominated  # noqa: E402
 from .search_spaces.darts import Genotype  # noqa: E402
 
 
@@ -27,15 +28,22 @@ def plot_search_curves(metrics: list[dict], path: Path) -> None:
 
 
 def plot_pareto_front(points: list[dict], path: Path) -> None:
-    """Validation error against params and against FLOPs, one marker per saved architecture."""
+    """Validation error against params and against FLOPs: the non-dominated points joined as the front, the
+    dominated ones drawn apart in grey; a circle per Pareto point saved while shrinking, a star for the final one."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "flops", "FLOPs (MACs)")):
+    for ax, cost, label in ((axes[0], "params", "parameters"), (axes[1], "flops", "FLOPs (MACs)")):
+        on_front = non_dominated(points, cost)
+        front = sorted((p for p, on in zip(points, on_front) if on), key=lambda p: (p[cost], -p["val_accuracy"]))
+        ax.plot([p[cost] for p in front], [100 * (1 - p["val_accuracy"]) for p in front], color="tab:blue",
+                lw=1, zorder=1, label="front (non-dominated)")
         for kind, marker in (("pareto", "o"), ("final", "*")):
-            chosen = [p for p in points if p["kind"] == kind]
-            ax.scatter([p[key] for p in chosen], [100 * (1 - p["val_accuracy"]) for p in chosen], marker=marker,
-                       s=60 if kind == "final" else 30, label=kind)
+            for on, style in ((True, dict(color="tab:blue")), (False, dict(facecolors="none", edgecolors="grey"))):
+                chosen = [p for p, o in zip(points, on_front) if p["kind"] == kind and o == on]
+                ax.scatter([p[cost] for p in chosen], [100 * (1 - p["val_accuracy"]) for p in chosen],
+                           marker=marker, s=90 if kind == "final" else 30, zorder=2, **style,
+                           label=f"{kind}{'' if on else ', dominated'}" if chosen else None)
         ax.set(xlabel=label, ylabel="validation error (%)", xscale="log")
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle("architectures saved during the search")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -36,6 +36,7 @@ from ..distributed import Distributed
 from ..evaluators import evaluate
 from ..nn.cost import count_flops, count_params
 from ..nn.darts_ops import check_primitives
+from ..pareto import mark_front
 from ..runs import RunFolder
 from ..search_spaces.darts import DiscreteNetwork, Genotype, SuperNetwork
 from .base import Search, at_least_float32, check_amp
@@ -293,5 +294,5 @@ class DNADSearch(Search):
             self.log(f"epoch {self.epoch}: {self.net.num_live_ops()} live ops, {time.time() - started:.1f}s")
         bar.close()
         if self.finished:
-            self.run_folder.write_json("pareto.json", self.pareto)
+            self.run_folder.write_json("pareto.json", mark_front(self.pareto))  # marks the non-dominated points
         return self.pareto
