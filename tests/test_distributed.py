@@ -132,35 +132,43 @@ def test_dnad_ranks_stay_identical_and_resume(tmp_path):
 def sddarts_worker(rank: int, port: int, out: str) -> None:
     dist = join_group(rank, port)
     states = {}
-    for order in (1, 2):
-        config = SDDARTSConfig(**{**SDDARTS_TINY, "order": order})
+    for order, source in ((1, "cache"), (2, "snapshot")):
+        config = SDDARTSConfig(**{**SDDARTS_TINY, "order": order, "teacher_source": source})
         run = RunFolder(f"{out}/order{order}", writer=dist.is_main)
         search = SDDARTSSearch(config, run, progress=False, log=lambda _: None, dist=dist)
         search.run()
-        states[order] = {"net": search.net.state_dict(), "teacher": search.teacher["train"].state_dict(),
-                         "sharpness": search.sharpness}
+        teacher = (search.cache["train"].state_dict() if source == "cache" else
+                   [dict(net.named_parameters()) for net in search.snapshots.nets])
+        states[order] = {"net": search.net.state_dict(), "teacher": teacher, "sharpness": search.sharpness}
     torch.save(states, f"{out}/sddarts{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
 def test_sddarts_ranks_stay_identical(tmp_path):
-    """First and second order: weights, alphas, the voted teachers' records and the sharpness agree."""
+    """First order with cached teachers, second order with snapshot teachers: weights, alphas, the teachers
+    (cached records, snapshot parameters) and the sharpness agree."""
     mp.spawn(sddarts_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
     states = [torch.load(tmp_path / f"sddarts{rank}.pt", weights_only=False) for rank in range(WORLD)]
     for order in (1, 2):
         first, second = states[0][order], states[1][order]
         for name, value in first["net"].items():
             torch.testing.assert_close(second["net"][name], value, rtol=0, atol=1e-6, msg=f"order {order}: {name}")
-        torch.testing.assert_close(second["teacher"]["probs"], first["teacher"]["probs"], rtol=0, atol=1e-6)
-        assert torch.equal(second["teacher"]["written_in"], first["teacher"]["written_in"])
+        if order == 2:  # snapshots: copies of the same network on every rank
+            assert len(first["teacher"]) == SDDARTS_TINY["teachers"]
+            for mine, theirs in zip(first["teacher"], second["teacher"]):
+                for name, value in mine.items():
+                    torch.testing.assert_close(theirs[name], value, rtol=0, atol=1e-6, msg=name)
+        else:
+            torch.testing.assert_close(second["teacher"]["probs"], first["teacher"]["probs"], rtol=0, atol=1e-6)
+            assert torch.equal(second["teacher"]["written_in"], first["teacher"]["written_in"])
         assert math.isclose(first["sharpness"], second["sharpness"], rel_tol=1e-5, abs_tol=1e-7)
         lines = RunFolder(tmp_path / f"order{order}", resume=True).metrics()
         steps = [m for m in lines if m["kind"] == "step"]
         assert [m["step"] for m in steps] == list(range(1, len(steps) + 1))  # rank 0 alone writes
-        # every prediction of the last epoch's global batches is recorded, not only this rank's half
-        last_epoch = SDDARTS_TINY["epochs"] - 1
-        seen = sum(m["epoch"] == last_epoch for m in steps) * SDDARTS_TINY["batch_size"]
-        assert (first["teacher"]["written_in"] == last_epoch).sum() == seen
+        if order == 1:  # every prediction of the last epoch's global batches is cached, not only this rank's half
+            last_epoch = SDDARTS_TINY["epochs"] - 1
+            seen = sum(m["epoch"] == last_epoch for m in steps) * SDDARTS_TINY["batch_size"]
+            assert (first["teacher"]["written_in"] == last_epoch).sum() == seen
 
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """SD-DARTS / DARTS: the distillation loss, the architecture gradients, sharpness, resume and bad input."""
 
+import copy
 import json
 import math
 
@@ -13,7 +14,7 @@ from fastnas.data import ImageData
 from fastnas.runs import RunFolder
 from fastnas.search_spaces import DiscreteNetwork, Genotype
 from fastnas.strategies import SDDARTSConfig, SDDARTSSearch
-from fastnas.strategies.sddarts import VotedTeacher, self_distillation_kl
+from fastnas.strategies.sddarts import SnapshotTeachers, VotedTeacher, self_distillation_kl, snapshot_bytes
 
 TINY = dict(data="synthetic:64", C=2, layers=3, nodes=2, batch_size=8, epochs=3, warm_up=1, teachers=2,
             ops=("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"), sharpness_every=1,
@@ -53,6 +54,147 @@ def test_kl_and_voting_match_a_hand_computed_case():
     assert self_distillation_kl(student, torch.zeros(3, 2), 2.0, torch.zeros(3, dtype=torch.bool)).item() == 0.0
 
 
+# ---------------------------------------------------------------------- snapshot teachers
+
+
+def test_snapshots_are_taken_every_n_steps_and_the_last_k_kept():
+    teachers = SnapshotTeachers(window=2, refresh=3, temperature=1.0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    for step in range(8):
+        with torch.no_grad():
+            net[0].weight.fill_(step)
+            net[1].running_mean.fill_(-step)
+        teachers.take(net, step)
+    assert teachers.taken_at == [3, 6]
+    assert [t[0].weight[0, 0].item() for t in teachers.nets] == [3.0, 6.0]
+    assert [t[1].running_mean[0].item() for t in teachers.nets] == [-3.0, -6.0]  # BatchNorm state too
+    assert all(not p.requires_grad and p.grad is None for t in teachers.nets for p in t.parameters())
+    assert teachers.nbytes() == 2 * snapshot_bytes(net)
+    # float32: linear weight and bias, BN weight and bias, running mean and var; int64: BN batch count
+    assert snapshot_bytes(net) == (4 + 2 + 2 + 2 + 2 + 2) * 4 + 8
+
+
+def test_a_snapshot_is_the_network_exactly_and_its_forward_changes_no_buffer(tmp_path):
+    search = tiny_search(tmp_path / "run", teachers=1)
+    images = search.train_data.images[:8]
+    with torch.no_grad():  # BatchNorm statistics that differ from the defaults
+        search.net(images)
+    for step in range(2):  # the first snapshot is a deep copy, the second overwrites it in place
+        search.snapshots.take(search.net, step)
+        taken = search.snapshots.nets[0].state_dict()
+        student = search.net.state_dict()
+        assert taken.keys() == student.keys()
+        assert all(torch.equal(taken[k], student[k]) and taken[k].data_ptr() != student[k].data_ptr()
+                   for k in student)
+        before = {k: v.clone() for k, v in student.items()}
+        probs = search.snapshots.voted_probs(images)
+        assert all(torch.equal(v, before[k]) for k, v in search.net.state_dict().items())  # the student's
+        assert all(torch.equal(v, before[k]) for k, v in search.snapshots.nets[0].state_dict().items())  # its own
+        # The teacher's prediction is the network's in train mode (the batch's statistics), on a copy
+        expected = F.softmax(copy.deepcopy(search.net).train()(images)[0].detach(), dim=1)
+        torch.testing.assert_close(probs, expected, rtol=0, atol=0)
+        with torch.no_grad():  # the student moves on, the snapshot does not
+            for w in search.weights:
+                w.add_(1.0)
+        assert not torch.equal(search.snapshots.nets[0].state_dict()["classifier.weight"],
+                               search.net.state_dict()["classifier.weight"])
+
+
+def _hand_loss(net, images, labels, teachers, config, params=None):
+    """CE + lambda * KL(mean over teacher copies of softmax(logits / T) || softmax(net logits / T)).
+
+    The teachers run in train mode without gradients; `params` replace some of the net's tensors."""
+    logits = (net(images) if params is None else torch.func.functional_call(net, params, (images,)))[0]
+    loss = F.cross_entropy(logits, labels)
+    if teachers:
+        with torch.no_grad():
+            p = torch.stack([F.softmax(t.train()(images)[0] / config.temperature, 1) for t in teachers]).mean(0)
+        log_q = F.log_softmax(logits / config.temperature, 1)
+        loss = loss + config.sd_lambda * (p * (p.log() - log_q)).sum(1).mean()
+    return loss
+
+
+def _hand_alpha_gradient(search, teachers, train, val):
+    """d/d alpha of L_val at w (order 1) or at w' = w - lr (grad L_train + wd w + momentum buffer) (order 2),
+    by autograd through the unrolled step (no finite difference), on a copy of the network; and that L_val."""
+    c = search.config
+    net = copy.deepcopy(search.net)
+    named = [(n, p) for n, p in net.named_parameters() if not n.startswith("alphas.")]
+    if c.order == 1:
+        loss = _hand_loss(net, *val, teachers, c)
+        return torch.autograd.grad(loss, net.arch_parameters()), loss.item()
+    lr = search.scheduler.get_last_lr()[0]
+    grads = torch.autograd.grad(_hand_loss(net, *train, teachers, c), [p for _, p in named], create_graph=True,
+                                allow_unused=True)
+    unrolled = {}
+    for (name, w), g, original in zip(named, grads, search.weights):
+        buffer = search.optimizer.state.get(original, {}).get("momentum_buffer")
+        step = (0 if g is None else g) + c.weight_decay * w + (0 if buffer is None else c.momentum * buffer)
+        unrolled[name] = w - lr * step
+    loss = _hand_loss(net, *val, teachers, c, params=unrolled)
+    return torch.autograd.grad(loss, net.arch_parameters()), loss.item()
+
+
+def _hand_weight_gradient(search, teachers, train):
+    """The clipped gradient of L_train w.r.t. the weights, on a copy of the network; and that L_train."""
+    net = copy.deepcopy(search.net)
+    loss = _hand_loss(net, *train, teachers, search.config)
+    weights = net.weight_parameters()
+    for w, g in zip(weights, torch.autograd.grad(loss, weights, allow_unused=True)):
+        w.grad = torch.zeros_like(w) if g is None else g
+    torch.nn.utils.clip_grad_norm_(weights, search.config.grad_clip)
+    return [w.grad for w in weights], loss.item()
+
+
+def _before_step(optimizer, check) -> None:
+    """Runs check() whenever `optimizer` is about to apply its gradients."""
+    step = optimizer.step
+
+    def checked(*args, **kwargs):
+        check()
+        return step(*args, **kwargs)
+    optimizer.step = checked
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("K", [1, 2])
+def test_snapshot_teachers_equal_a_run_built_by_hand(tmp_path, K, order):
+    # K + 1 steps: the last one votes over K teachers, the networks of the K previous steps.
+    search = tiny_search(tmp_path / "run", teachers=K, order=order, warm_up=0, lr=0.1, fd_radius=1e-6)
+    _double_precision(search)
+    copies, checked = [], []  # the network before each step, copied by the test
+
+    def batch(data, step):  # another 6 samples each step (the tiny validation half has 20)
+        index = torch.arange(6 * step, 6 * step + 6)
+        return data.images[index], data.labels[index], index
+
+    def check_alphas():
+        expected, expected_loss = _hand_alpha_gradient(search, teachers, train, val)
+        for got, want in zip((a.grad for a in search.alphas), expected):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+        checked.append(("alphas", expected_loss))
+
+    def check_weights():
+        expected, expected_loss = _hand_weight_gradient(search, teachers, train)
+        for got, want in zip((w.grad for w in search.weights), expected):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+        checked.append(("weights", expected_loss))
+
+    _before_step(search.arch_optimizer, check_alphas)
+    _before_step(search.optimizer, check_weights)
+    for step in range(K + 1):
+        teachers = copies[-K:]
+        copies.append(copy.deepcopy(search.net))
+        (*train, train_index), (*val, val_index) = batch(search.train_data, step), batch(search.val_data, step)
+        metrics = search._train_step((train[0], train_index), (val[0], val_index))
+        search.step += 1
+        (_, val_loss), (_, train_loss) = checked[-2:]
+        assert metrics["val_ce"] + metrics["val_kl"] == pytest.approx(val_loss, rel=1e-6)
+        assert metrics["loss"] == pytest.approx(train_loss, rel=1e-6)
+        assert (metrics["kl"] > 0) == (step > 0)  # no teacher before the first snapshot
+    assert len(checked) == 2 * (K + 1) and search.snapshots.taken_at == list(range(1, K + 1))[-K:]
+
+
 # ---------------------------------------------------------------------- gradients
 
 
@@ -67,17 +209,18 @@ def _batch(data: ImageData, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return data.images[:size], torch.arange(size)
 
 
-def _unrolled_objective(search: SDDARTSSearch, train_batch, val_batch, order: int) -> float:
+def _unrolled_objective(search: SDDARTSSearch, train_batch, val_batch, targets, order: int) -> float:
     """L_val(w', alpha) with w' = w - lr (grad L_train + wd w) (order 2) or w' = w (order 1)."""
     originals = [w.detach().clone() for w in search.weights]
     if order == 2:
         lr, wd = search.scheduler.get_last_lr()[0], search.config.weight_decay
-        grads = torch.autograd.grad(search._loss("train", *train_batch)[0], search.weights, allow_unused=True)
+        grads = torch.autograd.grad(search._loss("train", *train_batch, targets["train"])[0], search.weights,
+                                    allow_unused=True)
         with torch.no_grad():
             for w, g in zip(search.weights, grads):
                 w.sub_(lr * ((g if g is not None else 0) + wd * w))
     with torch.no_grad():
-        value = search._loss("val", *val_batch)[0].item()
+        value = search._loss("val", *val_batch, targets["val"])[0].item()
         for w, w0 in zip(search.weights, originals):
             w.copy_(w0)
     return value
@@ -87,14 +230,15 @@ def _unrolled_objective(search: SDDARTSSearch, train_batch, val_batch, order: in
 def test_architecture_gradient_matches_finite_differences(tmp_path, order):
     # A large lr makes the second-order term visible; a small finite-difference radius makes the
     # Hessian-vector product exact up to O(r^2) in float64 (DARTS' r = 0.01 is too coarse for a net this tiny).
-    search = tiny_search(tmp_path / "run", order=order, lr=0.1, fd_radius=1e-6)
+    search = tiny_search(tmp_path / "run", order=order, lr=0.1, fd_radius=1e-6, teacher_source="cache")
     _double_precision(search)
     train_batch, val_batch = _batch(search.train_data), _batch(search.val_data)
-    # Teachers from epoch 0, so that the KL term is part of both losses.
-    for split_name, data in (("train", search.train_data), ("val", search.val_data)):
-        search.teacher[split_name].record(torch.arange(8), torch.randn(8, 10, dtype=torch.float64), epoch=0)
+    # Cached teachers from epoch 0, so that the KL term is part of both losses.
+    for split_name in ("train", "val"):
+        search.cache[split_name].record(torch.arange(8), torch.randn(8, 10, dtype=torch.float64), epoch=0)
     search.epoch = 1
-    analytic, _ = search._alpha_gradient(train_batch, val_batch)
+    targets = search._teacher_targets(train_batch, val_batch)
+    analytic, _ = search._alpha_gradient(train_batch, val_batch, targets)
 
     numeric, h = [], 1e-5
     for alpha in search.alphas:
@@ -102,10 +246,10 @@ def test_architecture_gradient_matches_finite_differences(tmp_path, order):
         for i in range(alpha.numel()):
             with torch.no_grad():
                 alpha.view(-1)[i] += h
-            plus = _unrolled_objective(search, train_batch, val_batch, order)
+            plus = _unrolled_objective(search, train_batch, val_batch, targets, order)
             with torch.no_grad():
                 alpha.view(-1)[i] -= 2 * h
-            minus = _unrolled_objective(search, train_batch, val_batch, order)
+            minus = _unrolled_objective(search, train_batch, val_batch, targets, order)
             with torch.no_grad():
                 alpha.view(-1)[i] += h
             grad.view(-1)[i] = (plus - minus) / (2 * h)
@@ -114,8 +258,8 @@ def test_architecture_gradient_matches_finite_differences(tmp_path, order):
     for a, n in zip(analytic, numeric):
         torch.testing.assert_close(a, n, atol=1e-4 * scale, rtol=1e-3)
     if order == 2:  # the unrolled gradient is not the first-order one
-        first = torch.cat([g.flatten() for g in torch.autograd.grad(search._loss("val", *val_batch)[0],
-                                                                      search.alphas)])
+        val_loss = search._loss("val", *val_batch, targets["val"])[0]
+        first = torch.cat([g.flatten() for g in torch.autograd.grad(val_loss, search.alphas)])
         assert (first - torch.cat([n.flatten() for n in numeric])).abs().max() > 100 * 1e-4 * scale
 
 
@@ -142,16 +286,24 @@ def test_sharpness_matches_the_autograd_hessian(tmp_path):
 # ---------------------------------------------------------------------- the run
 
 
-def test_resume_gives_the_uninterrupted_genotype(tmp_path):
-    full = tiny_search(tmp_path / "full").run()
-    tiny_search(tmp_path / "cut").run(stop_after_epochs=1)
+@pytest.mark.parametrize("source", ["snapshot", "cache"])
+def test_resume_gives_the_uninterrupted_run(tmp_path, source):
+    full = tiny_search(tmp_path / "full", teacher_source=source).run()
+    tiny_search(tmp_path / "cut", teacher_source=source).run(stop_after_epochs=1)
     assert not (tmp_path / "cut" / "genotype.json").exists()
-    resumed = tiny_search(tmp_path / "cut", resume=True).run()
+    checkpoint = RunFolder(tmp_path / "cut", resume=True).load_checkpoint()
+    if source == "snapshot":  # the teachers of the next step are in the checkpoint: the last two steps'
+        steps = checkpoint["step"]
+        assert checkpoint["snapshots"]["taken_at"] == [steps - 2, steps - 1]
+        assert len(checkpoint["snapshots"]["nets"]) == 2
+    resumed = tiny_search(tmp_path / "cut", resume=True, teacher_source=source).run()
     assert resumed["genotype"] == full["genotype"]
     assert resumed["sharpness"] == pytest.approx(full["sharpness"], rel=1e-5)
     strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
-    assert strip(RunFolder(tmp_path / "cut", resume=True).metrics()) == \
-        strip(RunFolder(tmp_path / "full", resume=True).metrics())
+    metrics = RunFolder(tmp_path / "cut", resume=True).metrics()
+    assert strip(metrics) == strip(RunFolder(tmp_path / "full", resume=True).metrics())
+    # the KL term is on from the first step after the resume (warm-up 1 epoch), so the teachers counted
+    assert all(m["kl"] > 0 for m in metrics if m["kind"] == "step" and m["epoch"] >= 1)
     genotype = Genotype.load(tmp_path / "full" / "genotype.json")
     assert all(len(node) == 2 for node in genotype.normal + genotype.reduce)  # top-2 incoming edges per node
     assert sorted(p.name for p in (tmp_path / "full" / "genotypes").iterdir()) == \
@@ -187,12 +339,30 @@ def test_cli_search_and_retrain(tmp_path):
     assert net(torch.randn(2, 3, 16, 16))[0].shape == (2, 10)
 
 
+def test_cli_teacher_flags_reach_the_search(tmp_path):
+    out = tmp_path / "sd"
+    assert cli_main(["sddarts", "--data", "synthetic:64", "--out", str(out), "--C", "2", "--layers", "3", "--nodes",
+                     "2", "--epochs", "3", "--batch-size", "8", "--ops", "skip_connect,sep_conv_3x3", "--warm-up",
+                     "0", "--teacher-refresh", "2", "-K", "2", "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["teacher_source"], config["teacher_refresh"], config["temperature"]) == ("snapshot", 2, 1.0)
+    checkpoint = RunFolder(out, resume=True).load_checkpoint()
+    assert checkpoint["step"] > 4  # snapshots at the even steps, the last two kept
+    assert checkpoint["snapshots"]["taken_at"] == [s for s in range(checkpoint["step"]) if s % 2 == 0][-2:]
+    with pytest.raises(ValueError, match="teacher_refresh: applies to snapshot teachers only"):
+        cli_main(["sddarts", "--data", "synthetic:64", "--out", str(tmp_path / "cache"), "--teacher-source", "cache",
+                  "--teacher-refresh", "2", "--quiet"])
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(ops=("sep_conv_3x3", "conv_9x9")), "ops: unknown operation"),
     (dict(teachers=0), "teachers: expected >= 1"),
     (dict(sd_lambda=-1.0), "sd_lambda: expected >= 0"),
     (dict(order=3), "order: expected 1"),
     (dict(temperature=0.0), "temperature: expected > 0"),
+    (dict(teacher_source="ema"), "teacher_source: expected one of snapshot, cache, got 'ema'"),
+    (dict(teacher_refresh=0), "teacher_refresh: expected >= 1"),
+    (dict(teacher_source="cache", teacher_refresh=2), "teacher_refresh: applies to snapshot teachers only"),
 ])
 def test_bad_arguments_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):

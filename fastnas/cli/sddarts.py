@@ -16,12 +16,14 @@ def _sddarts(args: argparse.Namespace) -> int:
     from ..search_spaces import Genotype
     from ..strategies import SDDARTSConfig, SDDARTSSearch
 
-    darts = args.command == "darts"
+    darts = args.command == "darts"  # the same search without the KL term, so without teachers
+    distillation = dict(sd_lambda=0.0, teachers=1, warm_up=0) if darts else dict(
+        sd_lambda=args.sd_lambda, teachers=args.teachers, teacher_source=args.teacher_source,
+        teacher_refresh=args.teacher_refresh, temperature=args.temperature, warm_up=args.warm_up)
     config = SDDARTSConfig(
         data=args.data, ops=tuple(args.ops.split(",")), C=args.C, layers=args.layers, nodes=args.nodes,
         batch_size=args.batch_size, epochs=args.epochs, order=args.order, lr=args.lr, arch_lr=args.arch_lr,
-        sd_lambda=0.0 if darts else args.sd_lambda, teachers=1 if darts else args.teachers,
-        temperature=2.0 if darts else args.temperature, warm_up=0 if darts else args.warm_up,
+        **distillation,
         sharpness_every=args.sharpness_every, seed=args.seed, device=args.device, amp=args.amp,
         recompute=args.recompute)
     dist = Distributed.from_env(config.device)
@@ -45,7 +47,7 @@ def add_parsers(sub) -> None:
     """`fastnas sddarts` and `fastnas darts` (the same search without self-distillation)."""
     from ..search_spaces import DARTS_PRIMITIVES
 
-    for name, help_text in (("sddarts", "SD-DARTS: bi-level DARTS distilled from its own previous epochs"),
+    for name, help_text in (("sddarts", "SD-DARTS: bi-level DARTS distilled from its own previous steps"),
                             ("darts", "DARTS: bi-level search of the DARTS cell space (first or second order)")):
         p = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         add_common(p)
@@ -63,10 +65,23 @@ def add_parsers(sub) -> None:
         p.add_argument("--sharpness-every", type=int, default=5,
                        help="epochs between Hessian eigenvalue measurements (and at the end)")
         if name == "sddarts":
-            p.add_argument("--lambda", dest="sd_lambda", type=float, default=1.0, help="weight of the KL term")
+            p.add_argument("--lambda", dest="sd_lambda", type=float, default=1.0,
+                           help="weight of the KL term (the paper's 1.0)")
             p.add_argument("--teachers", "-K", type=int, default=2,
-                           help="voting window K: previous epochs whose predictions vote (1 = plain SD)")
-            p.add_argument("--temperature", type=float, default=2.0, help="softens teacher and student predictions")
+                           help="voting window K: the super-networks of the K previous snapshots vote "
+                           "(1 = plain SD); 2 is fastnas's choice, the paper compares K = 1 and K = 2")
+            p.add_argument("--teacher-source", choices=["snapshot", "cache"], default="snapshot",
+                           help="snapshot: the paper's teachers, frozen copies of the super-network from the "
+                           "previous steps run on the current batch (K extra forwards per batch); cache: "
+                           "fastnas's earlier per-sample predictions of the K previous epochs, NOT the paper's "
+                           "method (no extra forward)")
+            p.add_argument("--teacher-refresh", type=int, default=1,
+                           help="steps between snapshots (fastnas's choice: every step, the paper's 'previous "
+                           "time step'); snapshot teachers only")
+            p.add_argument("--temperature", type=float, default=1.0,
+                           help="softens teacher and student predictions, no T^2 factor; 1 is fastnas's reading "
+                           "of the paper's 'output probabilities' (the paper gives no T)")
             p.add_argument("--warm-up", type=int, default=None,
-                           help="epochs before distillation starts; default 20%% of --epochs")
+                           help="epochs before distillation starts; default 20%% of --epochs (fastnas's choice; "
+                           "the paper asks for a sufficient warm-up, no number)")
         p.set_defaults(run=_sddarts)

@@ -1,4 +1,4 @@
-"""SD-DARTS (Zhu et al., 2023): DARTS whose super-network is distilled from its own earlier epochs.
+"""SD-DARTS (Zhu et al., 2023): DARTS whose super-network is distilled from its own previous steps.
 
 Plain DARTS is the same search with ``sd_lambda = 0``. Bi-level optimization as
 in DARTS (quark0/darts): the training half of the data updates the network
@@ -9,23 +9,36 @@ validation loss at the current weights; ``order=2`` the unrolled gradient at
 w' = w - lr * (momentum buffer + grad + wd * w), whose second-order term is a
 finite-difference Hessian-vector product, as architect.py computes it.
 
-Self-distillation: after ``warm_up`` epochs, both losses add
-``sd_lambda * KL(teacher || student)`` on predictions softened by
-``temperature``; the teacher of a sample is the vote (mean probability) of the
-super-networks of the ``teachers`` (K) previous epochs. K = 1 is plain SD.
+Self-distillation (the paper): the teacher is the super-network of the previous
+time step; with voting, the K previous super-networks, whose output
+probabilities are averaged. After ``warm_up`` epochs both losses (weights and
+alphas: the paper updates "architecture and network parameters using the
+combined loss") add ``sd_lambda * KL(teacher || student)``. Here
+(``teacher_source="snapshot"``, the default) a teacher is a frozen copy of the
+whole super-network (weights, alphas, BatchNorm buffers: SnapshotTeachers),
+taken before each update, so at step t the teachers are the networks of steps
+t-1 .. t-K; they run without gradients on the current batch. With order 2 they
+hold the real weights, never the virtual w'. Cost: K copies of the network and
+2K extra forward passes per step (a training and a validation batch).
 
-Choices where the paper (or its summary we follow) is silent:
-- the "time step" is the epoch, and a teacher is stored as its predictions, not
-  its weights: every forward pass records the softened probabilities of its
-  samples, so the teacher of sample i is the super-network of the previous
-  epoch(s) as it saw sample i. Memory: K x N x classes floats per split
-  (about 65 KB for digits with K = 2) instead of K copies of the network, and no
-  extra forward pass;
-- the distillation term enters both levels (weights and alphas): the paper
-  updates "architecture and network parameters using the combined loss";
-- temperature 2 and no T^2 factor (the paper sets lambda = 1.0 to balance CE
-  and KL); warm-up = the first 20% of the epochs; K = 2 (the paper's voted
-  teachers, compared with K = 1);
+``teacher_source="cache"`` keeps fastnas's earlier teacher, which is NOT the
+paper's method (temporal ensembling): a ring of per-sample softened predictions
+recorded in the K previous epochs (VotedTeacher), no extra forward pass.
+
+Choices where the paper is silent (fastnas's choices, each a config field):
+- a snapshot is refreshed every step (``teacher_refresh = 1``; every N steps
+  with N > 1), "time step" read as an optimization step;
+- the teachers run in train mode (batch statistics of the current batch, as
+  the super-network computes during the search, the function the student's
+  loss and the sharpness measure use) and their forward changes no BatchNorm
+  buffer, neither theirs nor the student's;
+- until K snapshots exist (the first K steps) the vote is over those there are;
+  before the first, the KL term is 0;
+- temperature 1 (the paper distills "output probabilities"; fastnas's
+  earlier default was T = 2, without a T^2 factor); lambda = 1.0 is the paper's;
+- warm-up = the first 20% of the epochs (the paper stresses a "sufficient"
+  warm-up but its text gives no number);
+- K = 2 (the paper compares K = 1 with voted K = 2);
 - sharpness: the dominant eigenvalue of the Hessian of the validation
   cross-entropy w.r.t. the alphas on a fixed validation subset, by power
   iteration with finite-difference Hessian-vector products of autograd
@@ -40,6 +53,7 @@ Choices where the paper (or its summary we follow) is silent:
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from contextlib import contextmanager
@@ -61,7 +75,7 @@ from .base import Search, at_least_float32, check_amp
 from .dnad import is_small
 
 
-# ---------------------------------------------------------------------- the loss
+# ---------------------------------------------------------------------- the loss and the teachers
 
 
 def self_distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
@@ -80,8 +94,91 @@ def self_distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tens
     return (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+@contextmanager
+def frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Restores the buffers (BN running statistics) of `module` on exit: extra forward passes leave no trace."""
+    saved = {name: b.clone() for name, b in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                b.copy_(saved[name])
+
+
+def snapshot_bytes(module: nn.Module) -> int:
+    """Bytes of the parameters and buffers of `module`: what one snapshot teacher holds."""
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+class SnapshotTeachers:
+    """SD-DARTS's teachers: frozen copies of the super-network, the K most recent of those taken every
+    `refresh` steps.
+
+    A copy holds everything the network's forward reads (weights, alphas, BatchNorm buffers):
+    copy.deepcopy for the first K, then the oldest copy is overwritten in place (load_state_dict), so a
+    refresh copies the parameters once and allocates nothing. Memory: K x snapshot_bytes(network).
+    """
+
+    def __init__(self, window: int, refresh: int, temperature: float):
+        self.window, self.refresh, self.temperature = window, refresh, temperature
+        self.nets: list[nn.Module] = []  # oldest first
+        self.taken_at: list[int] = []    # the step of each: the network as it was before update number `step`
+
+    def take(self, net: nn.Module, step: int) -> None:
+        """Snapshots `net` (before update `step`) when `step` is a multiple of `refresh`; keeps the last K."""
+        if step % self.refresh:
+            return
+        if len(self.nets) < self.window:
+            snapshot = _frozen_copy(net)
+        else:
+            snapshot = self.nets.pop(0)
+            self.taken_at.pop(0)
+            snapshot.load_state_dict(net.state_dict())
+        self.nets.append(snapshot)
+        self.taken_at.append(step)
+
+    @torch.no_grad()
+    def voted_probs(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Mean over the snapshots of softmax(logits / T) [B, classes] on `images` [B, C, H, W]; None before the
+        first snapshot. Train mode (the current batch's statistics, fastnas's choice: the paper is silent), and
+        the BatchNorm buffers stay as the snapshot took them."""
+        if not self.nets:
+            return None
+        total = 0
+        for net in self.nets:
+            with frozen_buffers(net):
+                total = total + F.softmax(at_least_float32(net(images)[0]) / self.temperature, dim=1)
+        return total / len(self.nets)
+
+    def nbytes(self) -> int:
+        return sum(snapshot_bytes(net) for net in self.nets)
+
+    def state_dict(self) -> dict:
+        return {"nets": [net.state_dict() for net in self.nets], "taken_at": list(self.taken_at)}
+
+    def load_state_dict(self, state: dict, like: nn.Module) -> None:
+        """Restores the snapshots as copies of `like` (a network of the same structure) holding the saved states."""
+        self.nets = []
+        for saved in state["nets"]:
+            snapshot = _frozen_copy(like)
+            snapshot.load_state_dict(saved)
+            self.nets.append(snapshot)
+        self.taken_at = list(state["taken_at"])
+
+
+def _frozen_copy(net: nn.Module) -> nn.Module:
+    """A copy of `net` (same device, dtype and values) whose parameters need and hold no gradient, in train mode."""
+    snapshot = copy.deepcopy(net).train()
+    for p in snapshot.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    return snapshot
+
+
 class VotedTeacher:
-    """The softened predictions of the K previous epochs for every sample of one split.
+    """``teacher_source="cache"``, NOT the paper's teacher: the softened predictions of the K previous epochs
+    for every sample of one split (temporal ensembling).
 
     A ring of K slots [K, N, classes]: the prediction made for sample i in epoch e
     goes to slot e % K, so slot e % K still holds epoch e - K for the samples not
@@ -191,19 +288,9 @@ def alpha_entropy(alphas: list[torch.Tensor]) -> float:
     return -(probs * torch.log(probs.clamp(min=1e-30))).sum(-1).mean().item()
 
 
-@contextmanager
-def frozen_buffers(module: nn.Module) -> Iterator[None]:
-    """Restores the buffers (BN running statistics) of `module` on exit: extra forward passes leave no trace."""
-    saved = {name: b.clone() for name, b in module.named_buffers()}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for name, b in module.named_buffers():
-                b.copy_(saved[name])
-
-
 # ---------------------------------------------------------------------- the search
+
+TEACHER_SOURCES = ("snapshot", "cache")
 
 
 @dataclass
@@ -224,10 +311,12 @@ class SDDARTSConfig:
     arch_lr: float | None = None      # None: 3e-4 (DARTS), 3e-2 on digits/synthetic
     arch_weight_decay: float = 1e-3
     train_fraction: float = 0.5       # DARTS: half of the training data trains weights, half alphas
-    sd_lambda: float = 1.0            # 0: plain DARTS
-    teachers: int = 2                 # K, the voting window; 1 = plain SD
-    temperature: float = 2.0
-    warm_up: int | None = None        # None: the first 20% of the epochs
+    sd_lambda: float = 1.0            # 0: plain DARTS; 1.0 is the paper's
+    teachers: int = 2                 # K, the voting window; 1 = plain SD. fastnas's choice (paper: K = 1 vs 2)
+    teacher_source: str = "snapshot"  # snapshot: the paper's teachers | cache: fastnas's old per-sample cache
+    teacher_refresh: int = 1          # steps between snapshots (fastnas's choice: every step)
+    temperature: float = 1.0          # fastnas's reading of the paper's "output probabilities"; no T^2 factor
+    warm_up: int | None = None        # None: the first 20% of the epochs (fastnas's choice; the paper gives none)
     sharpness_every: int = 5          # epochs between sharpness measurements (and always at the end)
     sharpness_samples: int = 32
     sharpness_iterations: int = 8
@@ -257,6 +346,14 @@ class SDDARTSConfig:
             raise ValueError(f"sd_lambda: expected >= 0 (0 = plain DARTS), got {self.sd_lambda}")
         if not self.temperature > 0:
             raise ValueError(f"temperature: expected > 0, got {self.temperature}")
+        if self.teacher_source not in TEACHER_SOURCES:
+            raise ValueError(f"teacher_source: expected one of {', '.join(TEACHER_SOURCES)}, "
+                             f"got {self.teacher_source!r}")
+        if self.teacher_refresh < 1:
+            raise ValueError(f"teacher_refresh: expected >= 1 steps, got {self.teacher_refresh}")
+        if self.teacher_source == "cache" and self.teacher_refresh != 1:
+            raise ValueError(f"teacher_refresh: applies to snapshot teachers only (the cache records every "
+                             f"prediction), got {self.teacher_refresh} with teacher_source 'cache'")
         if self.warm_up < 0:
             raise ValueError(f"warm_up: expected >= 0 epochs, got {self.warm_up}")
         if not 0 < self.train_fraction < 1:
@@ -281,8 +378,9 @@ class SDDARTSSearch(Search):
     Under torchrun pass `dist` (fastnas.distributed): every rank takes its share of each training and
     validation batch, and every gradient (of the weights, of the alphas, and inside the unrolled
     second-order step) is averaged over the ranks before it is used, so all ranks hold the same
-    network and alphas. The voted teachers record the predictions of the whole global batch on every
-    rank. Only rank 0 logs and writes (give the other ranks RunFolder(writer=False)).
+    network and alphas. Snapshot teachers run on each rank's share (they are copies of the same network
+    on every rank); the cache records the predictions of the whole global batch on every rank. Only
+    rank 0 logs and writes (give the other ranks RunFolder(writer=False)).
     """
 
     def __init__(self, config: SDDARTSConfig, run: RunFolder, progress: bool = True,
@@ -297,9 +395,15 @@ class SDDARTSSearch(Search):
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, c.epochs, eta_min=c.lr_min)
         self.arch_optimizer = torch.optim.Adam(self.alphas, c.arch_lr, betas=(0.5, 0.999),
                                                weight_decay=c.arch_weight_decay)
-        classes = self.dataset.num_classes
-        self.teacher = {"train": VotedTeacher(len(self.train_data), classes, c.teachers, c.temperature),
-                        "val": VotedTeacher(len(self.val_data), classes, c.teachers, c.temperature)}
+        # The teachers (none for plain DARTS): snapshots of the network, or the per-sample cache.
+        self.snapshots: SnapshotTeachers | None = None
+        self.cache: dict[str, VotedTeacher] | None = None
+        if c.sd_lambda > 0 and c.teacher_source == "snapshot":
+            self.snapshots = SnapshotTeachers(c.teachers, c.teacher_refresh, c.temperature)
+        elif c.sd_lambda > 0:
+            classes = self.dataset.num_classes
+            self.cache = {"train": VotedTeacher(len(self.train_data), classes, c.teachers, c.temperature),
+                          "val": VotedTeacher(len(self.val_data), classes, c.teachers, c.temperature)}
         self.epoch, self.step, self.seconds = 0, 0, 0.0
         self.eigenvector: list[torch.Tensor] | None = None
         self.sharpness: float | None = None
@@ -310,7 +414,9 @@ class SDDARTSSearch(Search):
     def _state(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "arch_optimizer": self.arch_optimizer.state_dict(),
-                "teacher": {k: t.state_dict() for k, t in self.teacher.items()}, "epoch": self.epoch,
+                "snapshots": None if self.snapshots is None else self.snapshots.state_dict(),
+                "cache": None if self.cache is None else {k: t.state_dict() for k, t in self.cache.items()},
+                "epoch": self.epoch,
                 "step": self.step, "seconds": self.seconds, "eigenvector": self.eigenvector,
                 "sharpness": self.sharpness, "finished": self.finished, "rng": torch.get_rng_state(),
                 "config": asdict(self.config)}
@@ -320,8 +426,10 @@ class SDDARTSSearch(Search):
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
-        for key, teacher in self.teacher.items():
-            teacher.load_state_dict(state["teacher"][key])
+        if self.snapshots is not None:
+            self.snapshots.load_state_dict(state["snapshots"], like=self.net)
+        for key, teacher in (self.cache or {}).items():
+            teacher.load_state_dict(state["cache"][key])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.sharpness = state["sharpness"]  # the checkpoint was loaded on the CPU: the eigenvector goes back
         self.eigenvector = None if state["eigenvector"] is None else [v.to(self.device) for v in state["eigenvector"]]
@@ -332,10 +440,29 @@ class SDDARTSSearch(Search):
 
     # ------------------------------------------------------------------ losses and gradients
 
-    def _loss(self, split_name: str, images: torch.Tensor, index: torch.Tensor,
+    def _teacher_targets(self, train_batch: tuple, val_batch: tuple) -> dict[str, tuple | None]:
+        """The voted teachers' softened predictions of this step's batches, {"train": ..., "val": ...}: each
+        (probabilities [B, classes], has a teacher bool [B] or None for all), or None where there is no KL
+        term (plain DARTS, the warm-up, no teacher yet)."""
+        c = self.config
+        batches_ = {"train": train_batch, "val": val_batch}
+        if c.sd_lambda == 0 or self.epoch < c.warm_up:
+            return dict.fromkeys(batches_)
+        if self.cache is not None:
+            targets = {}
+            for name, (_, index) in batches_.items():
+                probs, has_teacher = self.cache[name].targets(index.cpu(), self.epoch)
+                targets[name] = (probs.to(self.device), has_teacher.to(self.device))
+            return targets
+        with self.autocast():
+            probs = {name: self.snapshots.voted_probs(images) for name, (images, _) in batches_.items()}
+        return {name: None if p is None else (p, None) for name, p in probs.items()}
+
+    def _loss(self, split_name: str, images: torch.Tensor, index: torch.Tensor, target: tuple | None = None,
               record: bool = False, amp: bool = True) -> tuple[torch.Tensor, dict]:
-        """CE + lambda * KL to the voted teacher (after the warm-up) of one batch of split `split_name`
-        (under bf16 autocast when config.amp is "bf16" and `amp`)."""
+        """CE + lambda * KL(target || student) of one batch of split `split_name` (under bf16 autocast when
+        config.amp is "bf16" and `amp`); `target` is one entry of _teacher_targets (None: CE alone).
+        `record` stores the batch's predictions in the cache (teacher_source "cache")."""
         c = self.config
         index = index.cpu()  # a no-op in a search: batches keep their sample indices on the CPU
         labels = (self.train_data if split_name == "train" else self.val_data).labels[index].to(self.device)
@@ -343,13 +470,11 @@ class SDDARTSSearch(Search):
             logits = at_least_float32(self.net(images)[0])
         ce = F.cross_entropy(logits, labels)
         kl = torch.zeros((), device=self.device)
-        if c.sd_lambda > 0:
-            teacher = self.teacher[split_name]
-            if self.epoch >= c.warm_up:
-                probs, has_teacher = teacher.targets(index, self.epoch)
-                kl = self_distillation_kl(logits, probs.to(self.device), c.temperature, has_teacher.to(self.device))
-            if record:  # every rank records the whole global batch
-                teacher.record(self.dist.gather(index), self.dist.gather(logits.detach()), self.epoch)
+        if target is not None:
+            probs, has_teacher = target
+            kl = self_distillation_kl(logits, probs, c.temperature, has_teacher)
+        if record and self.cache is not None:  # every rank records the whole global batch
+            self.cache[split_name].record(self.dist.gather(index), self.dist.gather(logits.detach()), self.epoch)
         accuracy = (logits.argmax(1) == labels).float().mean()
         return ce + c.sd_lambda * kl, {"ce": ce, "kl": kl, "accuracy": accuracy}
 
@@ -360,18 +485,23 @@ class SDDARTSSearch(Search):
         self.dist.average(grads)
         return grads
 
-    def _alpha_gradient(self, train_batch: tuple, val_batch: tuple) -> tuple[list[torch.Tensor], dict]:
-        """The architecture gradient (first order, or DARTS' unrolled second order) and the val metrics."""
+    def _alpha_gradient(self, train_batch: tuple, val_batch: tuple,
+                        targets: dict[str, tuple | None] | None = None) -> tuple[list[torch.Tensor], dict]:
+        """The architecture gradient (first order, or DARTS' unrolled second order) and the val metrics.
+        `targets`: _teacher_targets of the two batches (None: no KL term)."""
+        targets = targets or {"train": None, "val": None}
         if self.config.order == 1:
-            loss, parts = self._loss("val", *val_batch, record=True)
+            loss, parts = self._loss("val", *val_batch, targets["val"], record=True)
             return self._grad(loss, self.alphas), parts
-        return self._unrolled_alpha_gradient(train_batch, val_batch)
+        return self._unrolled_alpha_gradient(train_batch, val_batch, targets)
 
-    def _unrolled_alpha_gradient(self, train_batch: tuple, val_batch: tuple) -> tuple[list[torch.Tensor], dict]:
-        """dL_val(w', a)/da - lr * d2 L_train(w, a)/da dw . dL_val(w', a)/dw' with w' one SGD step ahead."""
+    def _unrolled_alpha_gradient(self, train_batch: tuple, val_batch: tuple,
+                                 targets: dict[str, tuple | None]) -> tuple[list[torch.Tensor], dict]:
+        """dL_val(w', a)/da - lr * d2 L_train(w, a)/da dw . dL_val(w', a)/dw' with w' one SGD step ahead.
+        The teachers' targets were computed before: they come from the real weights, not from w'."""
         c = self.config
         lr = self.scheduler.get_last_lr()[0]
-        train_loss, _ = self._loss("train", *train_batch)
+        train_loss, _ = self._loss("train", *train_batch, targets["train"])
         weight_grads = self._grad(train_loss, self.weights)
         originals = [w.detach().clone() for w in self.weights]
         with torch.no_grad():  # w' = w - lr * (momentum * buffer + grad + wd * w), as the SGD step will do
@@ -379,7 +509,7 @@ class SDDARTSSearch(Search):
                 buffer = self.optimizer.state.get(w, {}).get("momentum_buffer")
                 step = g + c.weight_decay * w
                 w.sub_(lr * (step if buffer is None else step + c.momentum * buffer))
-        val_loss, parts = self._loss("val", *val_batch, record=True)
+        val_loss, parts = self._loss("val", *val_batch, targets["val"], record=True)
         grads = self._grad(val_loss, self.alphas + self.weights)
         alpha_grads, unrolled_weight_grads = grads[:len(self.alphas)], grads[len(self.alphas):]
         with torch.no_grad():
@@ -389,20 +519,25 @@ class SDDARTSSearch(Search):
         # float32 even under --amp bf16: the two gradients differ by O(fd_radius), which bfloat16's
         # rounding (2^-8 relative) of each would swamp.
         def train_alpha_grads() -> list[torch.Tensor]:
-            return self._grad(self._loss("train", *train_batch, amp=False)[0], self.alphas)
+            return self._grad(self._loss("train", *train_batch, targets["train"], amp=False)[0], self.alphas)
 
         implicit = finite_difference_jvp(train_alpha_grads, self.weights, unrolled_weight_grads, c.fd_radius)
         return [g - lr * h for g, h in zip(alpha_grads, implicit)], parts
 
     def _train_step(self, train_batch: tuple, val_batch: tuple) -> dict:
+        """One update (step number self.step): the alphas on the validation batch, then the weights on the
+        training batch, both against the same teachers' predictions."""
         c = self.config
-        alpha_grads, val_parts = self._alpha_gradient(train_batch, val_batch)
+        targets = self._teacher_targets(train_batch, val_batch)
+        if self.snapshots is not None:  # the network before this update: a teacher from the next step on
+            self.snapshots.take(self.net, self.step)
+        alpha_grads, val_parts = self._alpha_gradient(train_batch, val_batch, targets)
         for alpha, grad in zip(self.alphas, alpha_grads):
             alpha.grad = grad
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
 
-        loss, parts = self._loss("train", *train_batch, record=True)
+        loss, parts = self._loss("train", *train_batch, targets["train"], record=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.dist.average_gradients(self.weights)
@@ -498,7 +633,13 @@ class SDDARTSSearch(Search):
             "method": self.config.method, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"],
             "sharpness": record["sharpness"], "alpha_entropy": record["alpha_entropy"],
             "search_seconds": self.seconds, "epochs": self.epoch, "steps": self.step,
-            "genotype": genotype.to_json()})
+            "teacher_bytes": self.teacher_bytes(), "genotype": genotype.to_json()})
+
+    def teacher_bytes(self) -> int:
+        """Memory the teachers hold: the K snapshots' parameters and buffers, or the cache's tensors (0: DARTS)."""
+        if self.snapshots is not None:
+            return self.snapshots.nbytes()
+        return sum(t.probs.nbytes + t.written_in.nbytes for t in (self.cache or {}).values())
 
     def result(self) -> dict:
         """The final result (result.json) once the search has finished; {} before."""
