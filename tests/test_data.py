@@ -242,7 +242,7 @@ def test_imagefolder_unknown_test_class(tmp_path):
 
 @pytest.mark.parametrize("spec", ["mnist", "", "cifar10", "cifar10:", "imagefolder", "digits:3", "Digits"])
 def test_unknown_spec(spec):
-    with pytest.raises(ValueError, match=r"data: expected digits, cifar10:PATH, cifar100:PATH, "
+    with pytest.raises(ValueError, match=r"data: expected digits, cifar10:PATH, cifar100:PATH, imagenet16:PATH, "
                                          r"imagefolder:PATH or synthetic\[:N\], got"):
         load_data(spec)
 

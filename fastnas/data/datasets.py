@@ -4,6 +4,7 @@ Everything is held in memory as float tensors; nothing is ever downloaded. Data 
 
 - ``digits``: scikit-learn's 8x8 handwritten digits (embedded, the default);
 - ``cifar10:PATH`` / ``cifar100:PATH``: the python-pickle CIFAR batches;
+- ``imagenet16:PATH``: NAS-Bench-201's ImageNet16-120, the 16x16 downsampled ImageNet batches (120 classes);
 - ``imagefolder:PATH``: ``PATH/train/<class>/*.png`` (etc.) and ``PATH/test`` (or ``PATH/val``);
 - ``synthetic`` / ``synthetic:N``: random learnable images for tests and benchmarks.
 """
@@ -19,16 +20,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SPEC_HELP = "data: expected digits, cifar10:PATH, cifar100:PATH, imagefolder:PATH or synthetic[:N], got {!r}"
+SPEC_HELP = ("data: expected digits, cifar10:PATH, cifar100:PATH, imagenet16:PATH, imagefolder:PATH or "
+             "synthetic[:N], got {!r}")
 TEST_FRACTION = 0.25  # held-out share of digits and synthetic
 SPLIT_SEED = 0  # the held-out test set never depends on the run seed
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SYNTHETIC_SIZE, SYNTHETIC_CLASSES, SYNTHETIC_DEFAULT_N = 16, 10, 512
 
-# name -> (subfolder of PATH that may hold the files, train files, test files, label key, classes)
+# name -> (subfolder of PATH that may hold the files, train files, test files, label key, classes, image side,
+# first label kept): python-pickle batches of uint8 rows [N, 3 * side * side] (channel-major) and labels.
 CIFAR = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10, 32, 0),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100, 32, 0),
+    # NAS-Bench-201's ImageNet16-120 (AutoDL-Projects xautodl/datasets/DownsampledImageNet.py, ImageNet16 with
+    # use_num_of_class_only=120): labels 1..1000, of which the classes 1..120 are kept, as labels 0..119.
+    "imagenet16": ("ImageNet16", [f"train_data_batch_{i}" for i in range(1, 11)], ["val_data"], "labels", 120, 16, 1),
 }
 
 
@@ -77,7 +83,7 @@ def load_data(spec: str, image_size: int | None = None) -> Dataset:
     kind, _, arg = spec.partition(":")
     if kind == "digits" and not arg:
         num_classes, train, test = _digits()
-    elif kind in CIFAR and arg:
+    elif kind in CIFAR and arg:  # cifar10, cifar100, imagenet16
         num_classes, train, test = _cifar(kind, arg)
     elif kind == "imagefolder" and arg:
         num_classes, train, test = _imagefolder(arg, image_size or 32)
@@ -90,7 +96,7 @@ def load_data(spec: str, image_size: int | None = None) -> Dataset:
     _normalize(train, test)
     return Dataset(name=kind, num_classes=num_classes, in_channels=train.images.shape[1],
                    image_size=train.images.shape[-1], train=train, test=test,
-                   augment=kind in ("cifar10", "cifar100", "imagefolder"))
+                   augment=kind in ("cifar10", "cifar100", "imagenet16", "imagefolder"))
 
 
 def split(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
@@ -144,8 +150,9 @@ def _digits() -> tuple[int, ImageData, ImageData]:
 
 
 def _cifar(kind: str, path: str) -> tuple[int, ImageData, ImageData]:
-    """(classes, train, test) from the CIFAR batches in `path` or its subfolder: ``[N, 3, 32, 32]`` in [0, 1]."""
-    subfolder, train_files, test_files, label_key, num_classes = CIFAR[kind]
+    """(classes, train, test) from the pickle batches (CIFAR's layout) in `path` or its subfolder: ``[N, 3, side,
+    side]`` in [0, 1]; labels outside the dataset's classes (ImageNet16's classes 121..1000) are left out."""
+    subfolder, train_files, test_files, label_key, num_classes, side, first_label = CIFAR[kind]
     path = os.path.expanduser(path)
     expected = ", ".join(train_files + test_files)
     if not os.path.isdir(path):
@@ -161,11 +168,14 @@ def _cifar(kind: str, path: str) -> tuple[int, ImageData, ImageData]:
         images, labels = [], []
         for name in files:
             with open(os.path.join(folder, name), "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(batch[label_key])
+                batch = pickle.load(f, encoding="latin1")  # Python 2 pickles (CIFAR) as Python 3 ones (ImageNet16)
+            batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
+            batch_labels = np.asarray(batch[label_key], dtype=np.int64) - first_label
+            kept = (batch_labels >= 0) & (batch_labels < num_classes)
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, side, side)[kept])
+            labels.append(batch_labels[kept])
         return ImageData(torch.from_numpy(np.concatenate(images)).float().div_(255.0),
-                         torch.tensor(labels, dtype=torch.int64))
+                         torch.from_numpy(np.concatenate(labels)))
 
     return num_classes, read(train_files), read(test_files)
 
