@@ -63,6 +63,24 @@ def test_at_loss_is_half_beta_times_reference_and_teacher_gets_no_grad():
     assert all(t.grad is None for t in teacher)
 
 
+def test_at_loss_mean_is_the_dnad_authors_scale():
+    # NADD Distillator.py: (AT(s0, t0) + AT(s1, t1) + AT(s2, t2)) / 3 with AT = beta * mse(map(s), map(t)),
+    # map(x) = sum_c |x|^2 / (||sum_c |x|^2||_HW + 1e-6), transcribed here.
+    def authors_map(x):
+        am = x.abs().pow(2).sum(1, keepdim=True)
+        return am / (torch.linalg.vector_norm(am, dim=(2, 3), keepdim=True) + 1e-6)
+
+    shapes = [(3, 4, 6, 8, 8), (3, 8, 12, 4, 4), (3, 16, 24, 2, 2)]  # (B, Cs, Ct, H, W)
+    student = [randn(b, cs, h, w, seed=i) for i, (b, cs, _, h, w) in enumerate(shapes)]
+    teacher = [randn(b, ct, h, w, seed=10 + i) for i, (b, _, ct, h, w) in enumerate(shapes)]
+    authors = sum(1000.0 * F.mse_loss(authors_map(s), authors_map(t)) for s, t in zip(student, teacher)) / 3
+    mean = ATLoss(beta=1000.0, reduction="mean")(student, teacher)
+    torch.testing.assert_close(mean, authors, rtol=1e-4, atol=0)  # the maps differ only by the authors' eps
+    torch.testing.assert_close(ATLoss(beta=1000.0)(student, teacher), 1.5 * mean)  # half-sum, 3 stages
+    with pytest.raises(ValueError, match="reduction: expected one of half-sum, mean, got 'sum'"):
+        ATLoss(reduction="sum")
+
+
 def test_at_loss_casts_a_float32_teacher_to_a_bfloat16_student():
     # Under autocast a scripted teacher may return float32 maps while the student's are bfloat16.
     student = [randn(2, 4, 6, 6, seed=1).bfloat16().requires_grad_()]

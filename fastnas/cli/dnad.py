@@ -19,6 +19,7 @@ def _dnad_config(args: argparse.Namespace):
 
     snps = {name: getattr(args, name) for name in SNPS_FLAGS if getattr(args, name) is not None}
     return DNADConfig(data=args.data, teacher=args.teacher, kd=args.kd, kd_rate=args.kd_rate, at_beta=args.at_beta,
+                      at_scale=args.at_scale,
                       ops=tuple(args.ops.split(",")), C=args.C, layers=args.layers, nodes=args.nodes,
                       batch_size=args.batch_size, epochs=args.epochs, warm_up=args.warm_up, lr=args.lr,
                       arch_lr=args.arch_lr, stop_sparsity=args.stop_sparsity, target_ops=args.target_ops,
@@ -88,7 +89,10 @@ def add_parsers(sub) -> None:
                       help="builtin | checkpoint:PATH | torchscript:PATH | torchvision:NAME:WEIGHTS.pt")
     dnad.add_argument("--kd", choices=["at", "feature", "soft", "none"], default="at")
     dnad.add_argument("--kd-rate", type=float, default=1.0)
-    dnad.add_argument("--at-beta", type=float, default=1000.0, help="AT loss scale (beta/2 * sum of pair losses)")
+    dnad.add_argument("--at-beta", type=float, default=1000.0, help="AT loss weight beta (the AT paper's 1e3)")
+    dnad.add_argument("--at-scale", choices=["mean", "half-sum"], default="mean",
+                      help="mean: beta * mean over the 3 stage pairs (the DNAD authors' code); half-sum: beta / 2 * "
+                      "their sum (the AT paper's Eq. 2, 1.5x mean; fastnas's earlier default)")
     dnad.add_argument("--ops", default="sep_conv_3x3,skip_connect,dil_conv_5x5", help="candidate operations")
     dnad.add_argument("--C", type=int, default=16)
     dnad.add_argument("--layers", type=int, default=8)
@@ -99,8 +103,10 @@ def add_parsers(sub) -> None:
     dnad.add_argument("--lr", type=float, default=5e-4)
     dnad.add_argument("--arch-lr", type=float, default=None, help="alpha SGD lr; default 0.2, 1.0 on digits/synthetic")
     dnad.add_argument("--stop-sparsity", type=float, default=None,
-                      help="stop when S falls below this (default 250 per 32 nodes, the authors' CIFAR floor)")
-    dnad.add_argument("--target-ops", type=int, default=None, help="stop when at most this many operators live")
+                      help="stop at the first epoch end where S after pruning is below this, as the authors' code "
+                      "(default 250 per 32 nodes, their CIFAR floor)")
+    dnad.add_argument("--target-ops", type=int, default=None,
+                      help="stop at the first epoch end where at most this many operators live (fastnas's)")
     for name in SNPS_FLAGS:
         dnad.add_argument(f"--{name.replace('_', '-')}", type=int if name == "tqu_max" else float, default=None,
                           help=f"SNPS {name} (default: {SNPS_DEFAULT_HELP[name]})")

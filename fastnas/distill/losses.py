@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from .. import ops
 
 KD_KINDS = ("at", "feature", "soft", "none")
+AT_REDUCTIONS = ("half-sum", "mean")
 
 
 def match_spatial(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,38 +58,46 @@ def _check_pairs(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[
 
 
 class ATLoss(nn.Module):
-    """Attention-transfer loss: beta / 2 * sum over stages of mean((a(s) - a(t))^2).
+    """Attention-transfer loss over stage pairs: d_i = mean((a(s_i) - a(t_i))^2) per pair, scaled by beta.
 
-    a(x) = normalize(mean_c |x|^p) over H*W per sample (see ``fastnas.ops.at_loss``).
+    a(x) = normalize(mean_c |x|^p) over H*W per sample (see ``fastnas.ops.at_loss``);
+    the mean runs over the map and the batch (the AT paper's "divided by the number
+    of elements in attention map and batch size"). Two scales (``reduction``):
 
-    Scale: ``beta / 2 * sum`` is Eq. 2 of the AT paper with its beta = 1e3 (the
-    mean over the map and batch is the paper's "divided by the number of elements
-    in attention map and batch size"). The reference code differs: Zagoruyko's
-    cifar.py adds ``beta * sum(at_losses)`` (no 1/2, so twice this scale), and
-    the DNAD authors' Distillator.py uses ``beta * mean over the 3 stages``
-    (beta / 3 * sum; its map sums over channels and divides by norm + 1e-6,
-    the same map up to that eps). We keep the paper's formula; beta = 2000
-    reproduces Zagoruyko's code and beta = 2000 / 3 the DNAD code.
+    - ``"half-sum"`` (the default here): ``beta / 2 * sum_i d_i``, Eq. 2 of the AT
+      paper (Zagoruyko & Komodakis) with its beta = 1e3;
+    - ``"mean"``: ``beta * mean_i d_i``, the DNAD authors' code (RaoXuan-1998/NADD
+      Distillator.py: ``AT.forward`` is ``beta * F.mse_loss`` of the maps, and
+      ``Distillartor`` adds the 3 stages and divides by 3; its map sums over
+      channels and divides by norm + 1e-6, the same map up to that eps). DNAD
+      uses this one by default (DNADConfig.at_scale). With 3 stages ``"half-sum"``
+      is 1.5 times ``"mean"``.
+
+    Zagoruyko's own cifar.py adds ``beta * sum_i d_i`` (twice ``"half-sum"``).
 
     forward(student_feats, teacher_feats): lists of [B, C_i, H_i, W_i] (channels
     may differ within a pair); a pair whose H, W differ is pooled to the smaller
     size first. Returns a 0-d tensor; the teacher gets no gradient.
     """
 
-    def __init__(self, p: float = 2.0, beta: float = 1000.0):
+    def __init__(self, p: float = 2.0, beta: float = 1000.0, reduction: str = "half-sum"):
         super().__init__()
+        if reduction not in AT_REDUCTIONS:
+            raise ValueError(f"reduction: expected one of {', '.join(AT_REDUCTIONS)}, got {reduction!r}")
         self.p = float(p)
         self.beta = float(beta)
+        self.reduction = reduction
 
     def forward(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pairs(student_feats, teacher_feats)
         # The teacher in the student's dtype: under autocast a scripted teacher may still give float32.
         pairs = [match_spatial(s, t.detach().to(s.dtype)) for s, t in zip(student_feats, teacher_feats)]
         student, teacher = [s for s, _ in pairs], [t for _, t in pairs]
-        return self.beta / 2 * ops.at_loss(student, teacher, self.p)
+        scale = self.beta / 2 if self.reduction == "half-sum" else self.beta / len(pairs)
+        return scale * ops.at_loss(student, teacher, self.p)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, beta={self.beta}"
+        return f"p={self.p}, beta={self.beta}, reduction={self.reduction!r}"
 
 
 class KDLoss(nn.Module):
@@ -190,7 +199,7 @@ def make_kd_loss(kind: str, student_channels: Sequence[int] = (), teacher_channe
     """Build the distillation loss named by ``kind`` ("at", "feature", "soft" or "none").
 
     The channel lists are used by "feature" only; ``kwargs`` go to the loss
-    (``p``, ``beta`` for "at"; ``T`` for "soft"; ``weights`` for "feature").
+    (``p``, ``beta``, ``reduction`` for "at"; ``T`` for "soft"; ``weights`` for "feature").
     """
     if kind == "at":
         return DistillLoss(kind, ATLoss(**kwargs))

@@ -2,15 +2,28 @@
 
 One-level optimization on the same batch: network weights with Adam (lr 5e-4,
 betas (0.5, 0.999), weight decay 3e-4), alphas with SGD (lr 0.2, no momentum),
-gradients clipped at 5 (separately, as the authors' code does). The loss and the
-pruning schedule are those of fastnas.strategies.snps. Distillation: attention
-transfer at the three stage ends by default (`kd="at"`), or the authors'
-feature-MSE variant, soft targets, or none.
+gradients clipped at 5, separately for the weights, the alphas and the KD
+adapters (the feature loss's 1x1 convs), as the authors' train_search_cifar.py
+clips network, architecture and distillator. The loss and the pruning schedule
+are those of fastnas.strategies.snps. Distillation: attention transfer at the
+three stage ends by default (`kd="at"`), or the authors' feature-MSE variant,
+soft targets, or none.
+
+Stop test, as the authors' code (RaoXuan-1998/NADD train_search_cifar.py: after
+each step's ``pruner.prune``, ``finish = pruner.sparsity_list[-1] < Flops_min``,
+and ``main`` breaks after the epoch whose last step set it; ``Pruner.prune``
+appends the sparsity computed after pruning): at the end of an epoch, S after the
+last step's pruning below `stop_sparsity` ends the search (never mid-epoch).
+
+AT scale (`at_scale`): "mean", beta times the mean over the stage pairs, is the
+authors' Distillator.py and the default; "half-sum", beta / 2 times their sum
+(the AT paper's Eq. 2, fastnas's earlier default) is 1.5 times it with 3 stages.
+The DNAD paper gives AT's formula without its scale.
 
 Choices where the paper is silent (each a config field):
-- stop: the search ends when S falls below `stop_sparsity` (default: the
-  authors' CIFAR floor of 250 for 8 cells x 4 nodes, scaled by the number of
-  nodes), when at most `target_ops` operators are live, or after `epochs`;
+- stop floor: `stop_sparsity` defaults to the authors' CIFAR floor of 250 for
+  8 cells x 4 nodes, scaled by the number of nodes; fastnas also stops at an
+  epoch end when at most `target_ops` operators are live, and after `epochs`;
 - Pareto points are scored by the super-network's accuracy on a validation
   split held out of the training data (`val_fraction`), as the search never
   looks at the test split;
@@ -31,6 +44,7 @@ from tqdm import tqdm
 
 from ..data import batches, num_batches, split
 from ..distill import load_teacher, make_kd_loss
+from ..distill.losses import AT_REDUCTIONS
 from ..distill.teachers import check_teacher_matches
 from ..distributed import Distributed
 from ..evaluators import evaluate
@@ -71,6 +85,7 @@ class DNADConfig:
     kd: str = "at"                 # at | feature | soft | none
     kd_rate: float = 1.0
     at_beta: float = 1000.0
+    at_scale: str = "mean"         # mean: beta * mean over stages (authors' code) | half-sum: beta / 2 * sum (AT paper)
     ops: tuple[str, ...] = AUTHORS_CIFAR_OPS
     C: int = 16
     layers: int = 8
@@ -109,6 +124,8 @@ class DNADConfig:
             raise ValueError(f"val_fraction: expected 0 < val_fraction < 1, got {self.val_fraction}")
         if self.kd_rate < 0:
             raise ValueError(f"kd_rate: expected >= 0, got {self.kd_rate}")
+        if self.at_scale not in AT_REDUCTIONS:
+            raise ValueError(f"at_scale: expected one of {', '.join(AT_REDUCTIONS)}, got {self.at_scale!r}")
         if self.stop_sparsity is None:
             self.stop_sparsity = STOP_SPARSITY_PER_NODE * self.layers * self.nodes
 
@@ -134,6 +151,9 @@ class DNADSearch(Search):
         super().__init__(config, run, progress, log, dist)
         c = config
         self.train_data, self.val_data = split(self.dataset.train, 1 - c.val_fraction, seed=c.seed)
+        if num_batches(self.train_data, c.batch_size, drop_last=True) == 0:
+            raise ValueError(f"batch_size: expected at most {len(self.train_data)} (the search's training split "
+                             f"of {c.data}), got {c.batch_size}")
         self.input_shape = (self.dataset.in_channels, self.dataset.image_size, self.dataset.image_size)
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
                                 mode="relu_norm", alpha_per_cell=True, alpha_init=c.alpha_init,
@@ -147,7 +167,7 @@ class DNADSearch(Search):
             student_shapes = [tuple(f.shape[1:]) for f in self._probe_features()]
             check_teacher_matches(self.teacher, student_shapes)
             teacher_channels = self.teacher.stage_channels
-        kd_options = {"beta": c.at_beta} if c.kd == "at" else {}
+        kd_options = {"beta": c.at_beta, "reduction": c.at_scale} if c.kd == "at" else {}
         self.kd_loss = make_kd_loss(c.kd, self.net.stage_channels, teacher_channels, **kd_options).to(self.device)
         self.shrinking = ProgressiveShrinking(c.snps)
         self.optimizer = torch.optim.Adam(self.net.weight_parameters() + list(self.kd_loss.parameters()), c.lr,
@@ -228,8 +248,12 @@ class DNADSearch(Search):
         loss.backward()
         self.dist.average_gradients(self.net.arch_parameters() + self.net.weight_parameters()
                                     + list(self.kd_loss.parameters()))
+        # Three separate clips, as the authors clip network, architecture and distillator
         nn.utils.clip_grad_norm_(self.net.weight_parameters(), c.grad_clip)
         nn.utils.clip_grad_norm_(self.net.arch_parameters(), c.grad_clip)
+        adapters = list(self.kd_loss.parameters())  # the feature loss's 1x1 convs; none for the other kinds
+        if adapters:
+            nn.utils.clip_grad_norm_(adapters, c.grad_clip)
         self.optimizer.step()
         self.arch_optimizer.step()
         local = {"ce": ce.item(), "kd": kd.item(), "loss": loss.item(),
@@ -247,9 +271,16 @@ class DNADSearch(Search):
             self._drop_pruned_params()
         return len(pruned), self.shrinking.step(len(pruned))
 
-    def _should_stop(self, sparsity: float) -> bool:
+    def _sparsity(self) -> float:
+        """S of the network as it is now (after a step's pruning: the value the authors' stop test reads)."""
+        with torch.no_grad():
+            return sparsity_entropy(self.net.node_weights(), self.config.snps.scale).item()
+
+    def _should_stop(self, pruned_sparsity: float) -> bool:
+        """The test at an epoch end: S after the last step's pruning below the floor, or target_ops reached."""
         c = self.config
-        return sparsity < c.stop_sparsity or (c.target_ops is not None and self.net.num_live_ops() <= c.target_ops)
+        return (pruned_sparsity < c.stop_sparsity
+                or (c.target_ops is not None and self.net.num_live_ops() <= c.target_ops))
 
     def run(self, stop_after_epochs: int | None = None) -> list[dict]:
         """Runs (or resumes) the search; returns the Pareto set. `stop_after_epochs` simulates an interruption."""
@@ -272,7 +303,9 @@ class DNADSearch(Search):
                 n_pruned, pareto = (0, False) if warm_up else self._prune()
                 if n_pruned:
                     params, flops = count_params(self.net), count_flops(self.net, self.input_shape)
-                self.run_folder.log({"step": self.step, "epoch": self.epoch, **metrics, "pruned": n_pruned,
+                pruned_sparsity = self._sparsity()
+                self.run_folder.log({"step": self.step, "epoch": self.epoch, **metrics,
+                                     "pruned_sparsity": pruned_sparsity, "pruned": n_pruned,
                                      "live_ops": self.net.num_live_ops(), "params": params, "flops": flops,
                                      "gamma": self.shrinking.gamma, "mu": self.shrinking.mu,
                                      "n_max": self.shrinking.n_max})
@@ -281,17 +314,18 @@ class DNADSearch(Search):
                                 gamma=f"{self.shrinking.gamma:.1e}", acc=f"{metrics['accuracy']:.2f}")
                 if pareto:
                     self._save_point("pareto")
-                if not warm_up and self._should_stop(metrics["sparsity"]):
-                    self.finished = True
-                    break
             self.epoch += 1
             epochs_run += 1
+            pruned_sparsity = self._sparsity()  # after the last step's pruning
+            if not warm_up and self._should_stop(pruned_sparsity):
+                self.finished = True
             if self.finished or self.epoch == c.epochs:
                 self.finished = True
                 self._save_point("final")
             self.dist.broadcast_buffers(self.net)
             self.run_folder.save_checkpoint(self._state())
-            self.log(f"epoch {self.epoch}: {self.net.num_live_ops()} live ops, {time.time() - started:.1f}s")
+            self.log(f"epoch {self.epoch}: {self.net.num_live_ops()} live ops, S {pruned_sparsity:.1f} after "
+                     f"pruning, {time.time() - started:.1f}s")
         bar.close()
         if self.finished:
             self.run_folder.write_json("pareto.json", mark_front(self.pareto))  # marks the non-dominated points
