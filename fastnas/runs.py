@@ -86,8 +86,9 @@ class RunFolder:
     Args:
         path: the folder (created if missing).
         resume: continue a run already there; without it a folder holding a
-            checkpoint is refused rather than overwritten, and a metrics.jsonl
-            left by a run killed before its first checkpoint is emptied.
+            checkpoint is refused rather than overwritten, and the metrics.jsonl
+            (emptied) and checkpoint.prev.pt (removed) of a run without a
+            checkpoint.pt are not taken for this run's.
         writer: False for the ranks > 0 of a data-parallel run: they read the
             checkpoint on resume but every write is rank 0's (a no-op here).
     """
@@ -104,8 +105,9 @@ class RunFolder:
                                   "or choose another --out")
         if writer:
             self.path.mkdir(parents=True, exist_ok=True)
-        if writer and not resume:
+        if writer and not resume:  # what a run left without a checkpoint.pt belongs to no run that can resume
             self.truncate_metrics(0)
+            self.previous_checkpoint_path.unlink(missing_ok=True)
 
     @property
     def checkpoint_path(self) -> Path:

@@ -110,14 +110,24 @@ def test_both_checkpoints_damaged(tmp_path):
         RunFolder(tmp_path / "run", resume=True).load_checkpoint()
 
 
-def test_a_fresh_run_does_not_append_to_metrics_left_without_a_checkpoint(tmp_path):
-    # a run killed before its first checkpoint leaves metrics.jsonl alone; starting over must not append to it
+def test_a_fresh_run_does_not_take_what_a_run_without_checkpoint_left(tmp_path):
+    # a run killed before its first checkpoint leaves metrics.jsonl; starting over must not append to it
     run = RunFolder(tmp_path / "run")
     run.log({"step": 1})
     run.log({"step": 2})
     again = RunFolder(tmp_path / "run")
     again.log({"step": 1})
     assert again.metrics() == [{"step": 1}]
+    # a run started over after deleting a damaged checkpoint.pt: the old checkpoint.prev.pt must not stand in
+    # for the new run's first checkpoint
+    saved(again, 1)
+    saved(again, 2)
+    again.checkpoint_path.unlink()
+    new = RunFolder(tmp_path / "run")
+    saved(new, 10)
+    cut(new.checkpoint_path, 100)
+    with pytest.raises(ValueError, match="no checkpoint.prev.pt beside it"):
+        RunFolder(tmp_path / "run", resume=True).load_checkpoint()
 
 
 def test_a_folder_holding_a_run_is_refused_without_resume(tmp_path):
