@@ -103,6 +103,15 @@ def test_ctrl_c_is_one_line_and_exit_status_130(monkeypatch, capsys, argv, messa
     assert one_error_line(capsys) == message
 
 
+def test_a_message_on_several_lines_is_printed_on_one(monkeypatch, capsys):
+    def raises(argv):
+        raise ValueError("data: expected a folder,\n  got a file")
+
+    monkeypatch.setattr(fastnas.cli, "main", raises)
+    assert run(["train"]) == 2
+    assert one_error_line(capsys) == "fastnas train: error: data: expected a folder, got a file"
+
+
 # ---------------------------------------------------------------- damaged and foreign checkpoints on --resume
 
 def train_argv(out: Path) -> list[str]:

@@ -84,7 +84,7 @@ def run(argv: list[str] | None = None) -> int:
         except USER_ERRORS as error:
             if debug:
                 raise
-            print(f"{command.prog}: error: {error}", file=sys.stderr)
+            print(f"{command.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, always
             return 2
         except KeyboardInterrupt:
             resumable = "--resume" in command._option_string_actions
