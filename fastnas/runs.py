@@ -98,6 +98,7 @@ class RunFolder:
         # True after load_checkpoint fell back to checkpoint.prev.pt: the damaged latest must not become the
         # previous checkpoint at the next save.
         self._latest_damaged = False
+        self.config_notes: dict = {}  # recorded in config.json beside the config (write_config)
         if resume and not self.checkpoint_path.exists():
             raise FileNotFoundError(f"resume: no checkpoint.pt in {self.path} to resume from")
         if writer and not resume and self.checkpoint_path.exists():
@@ -118,11 +119,13 @@ class RunFolder:
         return self.path / "checkpoint.prev.pt"
 
     def write_config(self, config: dict) -> None:
+        """Writes config.json: `config`, then the `config_notes` a caller set (the CLI: where each value of
+        the config comes from), then the versions of fastnas, torch and Python."""
         if not self.writer:
             return
         from . import ops
 
-        atomic_write_json(self.path / "config.json", {**config, "versions": {
+        atomic_write_json(self.path / "config.json", {**config, **self.config_notes, "versions": {
             **ops.build_info(), "python": platform.python_version()}})
 
     def log(self, record: dict) -> None:
