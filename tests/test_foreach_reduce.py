@@ -164,6 +164,23 @@ def test_many_tensors_cuda_matches_cpu():
                                    foreach_reduce(cpu, transform, reduction), equal_nan=True)
 
 
+@requires_cuda
+def test_cuda_atomics_alert_deterministic_mode():
+    # The forward and l2's backward (which recomputes the norms) add float atomics; sum's backward adds none.
+    tensors = make_tensors([(3, 4), (5,)], "cuda", dtype=torch.float32, requires_grad=False)
+    grad = torch.ones(2, device="cuda")
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match=r"fastnas::foreach_reduce \(CUDA\)"):
+            torch.ops.fastnas.foreach_reduce(tensors, "square", "sum")
+        with pytest.raises(RuntimeError, match=r"fastnas::foreach_reduce_backward \(CUDA, reduction='l2'\)"):
+            torch.ops.fastnas.foreach_reduce_backward(grad, tensors, "identity", "l2")
+        grads = torch.ops.fastnas.foreach_reduce_backward(grad, tensors, "square", "sum")
+        torch.testing.assert_close(grads[1], 2 * tensors[1])
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 @given(
     shapes=st.lists(st.lists(st.integers(0, 7), min_size=0, max_size=4), min_size=1, max_size=8),
     transform=st.sampled_from(TRANSFORMS), reduction=st.sampled_from(REDUCTIONS),

@@ -8,9 +8,9 @@
 // input precision (libm per element, or ATen's SIMD kernels on long segments),
 // sums in double; the segment loops are cloned per ISA (simd.h).
 #include <ATen/Parallel.h>
+#include <c10/util/bit_cast.h>
 #include <torch/library.h>
 
-#include <bit>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -101,11 +101,12 @@ FASTNAS_ALWAYS_INLINE void with_options(const ForeachReducePlan& plan, const F& 
 // that the compiler vectorizes it where libm's logf is one call per element.
 // Cephes' logf: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log(m) from a
 // polynomial in m - 1, e log(2) added in two parts; within 1 ulp of log(x).
+// c10::bit_cast, not std::bit_cast: the sources must compile at C++17 (torch <= 2.13's builds).
 FASTNAS_ALWAYS_INLINE float log_vectorizable(float x) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint32_t bits = c10::bit_cast<uint32_t>(x);
   // Exponent and mantissa m in [1/2, 1), then moved into [sqrt(1/2), sqrt(2)).
   float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126);
-  float m = std::bit_cast<float>((bits & 0x007fffffu) | 0x3f000000u);
+  float m = c10::bit_cast<float>((bits & 0x007fffffu) | 0x3f000000u);
   const bool low = m < 0.707106781186547524f;
   e = low ? e - 1.0f : e;
   const float r = (low ? m + m : m) - 1.0f;

@@ -202,6 +202,10 @@ at::Tensor foreach_reduce_cuda(at::TensorList tensors, c10::string_view transfor
 std::vector<at::Tensor> foreach_reduce_backward_cuda(const at::Tensor& grad, at::TensorList tensors,
                                                      c10::string_view transform, c10::string_view reduction) {
   const auto plan = check_foreach_reduce_backward_inputs(grad, tensors, transform, reduction, /*allow_half=*/true);
+  // l2 recomputes each norm with the forward's float atomics (the other reductions use none).
+  if (plan.reduction == ForeachReduction::L2) {
+    at::globalContext().alertNotDeterministic("fastnas::foreach_reduce_backward (CUDA, reduction='l2')");
+  }
   const at::cuda::OptionalCUDAGuard guard(tensors[0].device());
   const auto inputs = contiguous_all(tensors);
   const auto grad_c = grad.contiguous();

@@ -2,24 +2,81 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+from typing import Sequence
+
 import torch
 
 from .. import _C  # noqa: F401  (loading it registers torch.ops.fastnas.*)
 
+# Read once: torch.compile cannot trace into a pybind11 function, but folds these constants.
+WITH_CUDA: bool = _C.with_cuda()
+CUDA_ARCH_LIST: tuple[str, ...] = tuple(_C.cuda_arch_list())
+
+_ARCH = re.compile(r"(\d+)\.(\d+)([af]?)(\+PTX)?")
+_KERNEL_IMAGE: dict[torch.device, bool] = {}  # CUDA device -> the build holds code that runs there
+
+
+def runs_on(arch_list: Sequence[str], capability: tuple[int, int]) -> bool:
+    """Whether CUDA code built for arch_list (TORCH_CUDA_ARCH_LIST entries) runs on a GPU of that capability.
+
+    Machine code of X.Y (and family code X.Yf) runs on X.Z for Z >= Y; PTX of X.Y is compiled by the
+    driver for any newer GPU; arch-specific code (X.Ya, e.g. 9.0a) runs on X.Y alone (CUDA C++
+    Programming Guide, "Binary Compatibility", "PTX Compatibility", "Feature Set Compiler Targets").
+    """
+    for entry in arch_list:
+        match = _ARCH.fullmatch(entry)
+        if match is None:
+            raise ValueError(f"arch_list: expected entries like '8.0', '9.0+PTX' or '9.0a', got {entry!r}")
+        arch = (int(match.group(1)), int(match.group(2)))
+        if match.group(3) == "a":
+            covered = arch == capability
+        elif match.group(4):
+            covered = arch <= capability
+        else:
+            covered = arch[0] == capability[0] and arch[1] <= capability[1]
+        if covered:
+            return True
+    return False
+
+
+@torch.compiler.assume_constant_result
+def _check_kernel_image(device: torch.device) -> bool:
+    properties = torch.cuda.get_device_properties(device)
+    capability = (properties.major, properties.minor)
+    if runs_on(CUDA_ARCH_LIST, capability):
+        return True
+    warnings.warn(
+        f"fastnas: the CUDA kernels were built for TORCH_CUDA_ARCH_LIST={';'.join(CUDA_ARCH_LIST)}, which holds no "
+        f"code for {device} ({properties.name}, compute capability {capability[0]}.{capability[1]}): the ops "
+        f"run the plain-PyTorch reference there (slower). To use the kernels, rebuild with "
+        f"TORCH_CUDA_ARCH_LIST={capability[0]}.{capability[1]} pip install --no-build-isolation -e . "
+        f"(or leave it unset on that machine: the build then targets its GPUs)", RuntimeWarning, stacklevel=2)
+    return False
+
 
 def has_kernel(device: torch.device) -> bool:
-    """True where fastnas has compiled kernels: always the CPU, CUDA when built with it."""
+    """True where fastnas has compiled kernels: always the CPU; a CUDA GPU when built with CUDA code for it.
+
+    A GPU the build holds no code for (an architecture left out of TORCH_CUDA_ARCH_LIST) gets the
+    reference ops and one warning, instead of "no kernel image is available" at the first launch.
+    """
     if device.type == "cpu":
         return True
-    return device.type == "cuda" and _C.with_cuda()
+    if device.type != "cuda" or not WITH_CUDA:
+        return False
+    if device not in _KERNEL_IMAGE:
+        _KERNEL_IMAGE[device] = _check_kernel_image(device)
+    return _KERNEL_IMAGE[device]
 
 
 def build_info() -> dict:
     """Facts of this build: version, CUDA kernels compiled in, their arch list, torch versions."""
     return {
         "fastnas": _C.version(),
-        "with_cuda": _C.with_cuda(),
-        "cuda_arch_list": list(_C.cuda_arch_list()),
+        "with_cuda": WITH_CUDA,
+        "cuda_arch_list": list(CUDA_ARCH_LIST),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
     }
