@@ -241,6 +241,11 @@ def jacov(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch
     x = images.detach().clone().requires_grad_(True)
     logits = _logits(model, x)
     (jacobian,) = torch.autograd.grad(logits, x, torch.ones_like(logits))
+    return jacov_of_jacobians(jacobian)
+
+
+def jacov_of_jacobians(jacobian: torch.Tensor) -> torch.Tensor:
+    """jacov's score of the input Jacobians [B, C, H, W] of sum(logits) (also fastnas.proxies.batched's)."""
     correlation = torch.corrcoef(jacobian.flatten(1).double())
     if not torch.isfinite(correlation).all():
         return torch.tensor(float("nan"))

@@ -87,7 +87,8 @@ def all_archs() -> list[str]:
     return [format_arch((o[0:1], o[1:3], o[3:6])) for o in ops]
 
 
-def _edge_op(name: str, C: int) -> nn.Module:
+def edge_op(name: str, C: int) -> nn.Module:
+    """Operation `name` of an edge on C channels, as InferCell builds it."""
     if name == "nor_conv_1x1":
         return ReLUConvBN(C, C, 1, 1, 0, affine=True)
     if name == "nor_conv_3x3":
@@ -106,7 +107,7 @@ class InferCell(nn.Module):
     def __init__(self, cell: Cell, C: int):
         super().__init__()
         self.cell = cell
-        self.edges = nn.ModuleList(_edge_op(op, C) for node in cell for op in node)
+        self.edges = nn.ModuleList(edge_op(op, C) for node in cell for op in node)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         states, edge = [x], 0
@@ -170,3 +171,34 @@ class NB201Network(nn.Module):
 def build(arch: str, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3) -> NB201Network:
     """The NAS-Bench-201 network of architecture string `arch` (see NB201Network)."""
     return NB201Network(parse_arch(arch), C, N, num_classes, in_channels)
+
+
+# Weights and multiply-accumulates per output pixel of an edge operation on C channels, over C * C.
+_CONV_TAPS = {"nor_conv_1x1": 1, "nor_conv_3x3": 9}
+
+
+def count_cost(cell: Cell, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3,
+               image_size: int = 32) -> tuple[int, int]:
+    """(parameters, multiply-accumulates of one image) of NB201Network(cell, ...), from the cell's ops alone.
+
+    The same numbers as fastnas.nn.cost.count_params and count_flops of the built network (MACs of the
+    Conv2d and Linear layers) without building it. Each ReLU-Conv-BN edge has k*k*C*C conv weights and 2C
+    BN weights; the stem, the two reductions, the last BN and the classifier are the same for every cell.
+    """
+    side = image_size
+    params = in_channels * C * 9 + 2 * C  # stem: conv 3x3 + BN
+    macs = in_channels * C * 9 * side * side
+    width = C
+    for stage in range(STAGES):
+        if stage > 0:  # ResNetBasicblock: conv_a (stride 2) + BN, conv_b + BN, shortcut pool + conv 1x1
+            wider, side = 2 * width, (side - 1) // 2 + 1
+            params += 9 * width * wider + 2 * wider + 9 * wider * wider + 2 * wider + width * wider
+            macs += (9 * width * wider + 9 * wider * wider + width * wider) * side * side
+            width = wider
+        taps = sum(_CONV_TAPS.get(op, 0) for node in cell for op in node)
+        convs = sum(op in _CONV_TAPS for node in cell for op in node)
+        params += N * (taps * width * width + convs * 2 * width)
+        macs += N * taps * width * width * side * side
+    params += 2 * width + width * num_classes + num_classes  # last BN, classifier weight and bias
+    macs += width * num_classes
+    return params, macs
