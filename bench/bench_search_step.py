@@ -1,10 +1,13 @@
 """One whole search step: the reference code's eager MixedOp against fastnas, time, memory and op counts.
 
-Three steps (see SearchStep): first-order DARTS (an architecture update on a
+Four steps (see SearchStep): first-order DARTS (an architecture update on a
 validation batch, then a weight update on a training batch) on the standard
 super-network (8 cells, 8 operators, 4 nodes), the same with SD-DARTS's KL to
-voted teachers, and DNAD's single-level step with the AT loss from a frozen
-teacher. Both implementations run the very same
+voted teachers given as stored predictions ("sddarts") or computed by K = 2
+snapshot copies of the super-network on each batch, the paper's teachers
+("sddarts-snapshot": 2K extra forward passes and a refresh per step; each
+method's step time is also given against DARTS's, "vs_darts"), and DNAD's
+single-level step with the AT loss from a frozen teacher. Both implementations run the very same
 modules and parameters; they differ only in how a node combines its candidates
 (and, for DNAD, in the AT loss: eager reference vs fused op):
 
@@ -54,7 +57,7 @@ from fastnas.nn.darts_ops import DilConv, SepConv
 from fastnas.ops import _reference
 from fastnas.search_spaces import DARTS_PRIMITIVES, SuperNetwork
 from fastnas.strategies.dnad import AUTHORS_CIFAR_OPS
-from fastnas.strategies.sddarts import self_distillation_kl
+from fastnas.strategies.sddarts import SnapshotTeachers, self_distillation_kl
 from fastnas.strategies.snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
 
@@ -93,6 +96,8 @@ class SearchStep:
     then a weight step on the training batch (SGD 0.025, momentum 0.9, clip 5).
     method "sddarts": the DARTS step with SD-DARTS's loss, CE + KL(voted teacher || student) at T = 2 on
     both levels; the voted teacher is the mean of K = 2 stored softened predictions per sample.
+    method "sddarts-snapshot": the same loss at T = 1 with the paper's teachers, K = 2 frozen copies of the
+    super-network run on each batch; each step first refreshes the oldest copy (SnapshotTeachers).
     method "dnad": DNAD's single-level step on its 3 CIFAR operators: (CE + AT from a frozen teacher)
     * (1 + gamma S) + gamma mu S on one batch, Adam on the weights and SGD on the per-cell alphas
     (relu_norm weights).
@@ -117,6 +122,12 @@ class SearchStep:
                                                     weight_decay=3e-4)
             self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), 3e-4, betas=(0.5, 0.999),
                                                    weight_decay=1e-3, capturable=capturable)
+        self.teachers, self.teacher_bytes = None, 0
+        if method == "sddarts-snapshot":
+            self.teachers = SnapshotTeachers(window=2, refresh=1, temperature=1.0)
+            for step in range(2):
+                self.teachers.take(self.net, step)
+            self.teacher_bytes = self.teachers.nbytes()
         generator = torch.Generator().manual_seed(seed + 1)
         # (images, labels, voted teacher probabilities: the mean of K = 2 stored softened predictions)
         self.train_batch, self.val_batch = [
@@ -131,12 +142,16 @@ class SearchStep:
         loss = F.cross_entropy(logits, labels)
         if self.method == "sddarts":
             loss = loss + self_distillation_kl(logits, voted_teacher, temperature=2.0)
+        if self.method == "sddarts-snapshot":
+            loss = loss + self_distillation_kl(logits, self.teachers.voted_probs(images), temperature=1.0)
         if self.method == "dnad":
             loss = loss + self.at_loss(features, self.teacher(images)[1])
             loss = self.shrinking.loss(loss, sparsity_entropy(self.net.node_weights()), warm_up=False)
         return loss
 
     def run(self) -> None:
+        if self.teachers is not None:  # the network before this update replaces the oldest snapshot
+            self.teachers.take(self.net, 0)
         self.weight_optimizer.zero_grad(set_to_none=True)
         self.arch_optimizer.zero_grad(set_to_none=True)
         if self.method != "dnad":  # bi-level
@@ -268,7 +283,8 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
                if "cuda_launch_calls" in r else {})}
     for r in results.values():
         del r["grads"]
-    return {"method": method, "shapes": shapes, "threads": torch.get_num_threads(),
+    return {"method": method, "shapes": shapes, "teacher_bytes": prepared["eager"].teacher_bytes,
+            "threads": torch.get_num_threads(),
             "load_average": os.getloadavg(), "torch": torch.__version__, "build": fastnas.build_info(),
             "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.machine(),
             **results, "ratios": comparison}
@@ -276,7 +292,7 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
 
 # ------------------------------------------------------------------ pytest-benchmark
 
-METHODS = ["darts", "sddarts", "dnad"]
+METHODS = ["darts", "sddarts", "sddarts-snapshot", "dnad"]
 BENCH_SHAPES = dict(C=16, layers=8, batch=32, size=16)
 TEST_SHAPES = dict(C=4, layers=3, batch=4, size=8)  # CI (--benchmark-disable): the checks only
 
@@ -352,6 +368,11 @@ if __name__ == "__main__":
                                  + (",graphed" if args.device.startswith("cuda") else ""))
     result = [measure(method, args.C, args.layers, args.batch, args.size, args.device, args.steps,
                       tuple(variants.split(","))) for method in args.methods.split(",")]
+    darts = next((r for r in result if r["method"] == "darts"), None)
+    if darts is not None:  # each method's step against DARTS's in the same variant (measured one after the other)
+        for r in result:
+            r["vs_darts"] = {name: r[name]["median_step_s"] / darts[name]["median_step_s"]
+                             for name in variants.split(",") if name in r and name in darts}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
