@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fastnas.data import ImageData, batches, load_data, num_batches, split
+from fastnas.data import (Augmentation, EpochBatches, ImageData, batch_seed, batches, crop_and_flip, cutout,
+                          cutout_mask, load_data, num_batches, split)
 
 # sklearn's digits per class (0..9), counted by hand from load_digits().target
 DIGIT_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
@@ -359,3 +360,112 @@ def test_augment_on_natural_images_changes_pixels_keeps_shapes(tmp_path):
                                 batches(data.train, 8, shuffle=True, seed=1, augment=data.augment)):
         assert xa.shape == x.shape and torch.equal(ya, y)
         assert not torch.equal(xa, x)
+
+
+def test_normalization_statistics_are_kept(tmp_path):
+    _, (train, _), _ = fake_cifar(tmp_path, "cifar10")
+    data = load_data(f"cifar10:{tmp_path}")
+    raw = torch.from_numpy(train.reshape(-1, 3, 32, 32)).double() / 255
+    assert data.mean == pytest.approx(raw.mean((0, 2, 3)).tolist(), abs=1e-6)
+    assert data.std == pytest.approx(raw.std((0, 2, 3), correction=0).tolist(), abs=1e-6)
+
+
+def test_batches_resume_at_a_batch_and_workers_make_the_same_batches(tmp_path):
+    fake_cifar(tmp_path, "cifar10", n_train=30)
+    data = load_data(f"cifar10:{tmp_path}")
+    augment = Augmentation(cutout=8, mean=data.mean, std=data.std)
+    whole = list(batches(data.train, 7, shuffle=True, seed=3, epoch=2, augment=augment))
+    tail = list(batches(data.train, 7, shuffle=True, seed=3, epoch=2, augment=augment, start=3))
+    in_workers = list(batches(data.train, 7, shuffle=True, seed=3, epoch=2, augment=augment, start=1, workers=2))
+    assert len(whole) == 5 and len(tail) == 2 and len(in_workers) == 4
+    for (x, y), (xt, yt) in zip(whole[3:] + whole[1:], tail + in_workers):
+        assert torch.equal(x, xt) and torch.equal(y, yt)
+    # batch b's augmentation comes from its own generator
+    epoch = EpochBatches(data.train, 7, shuffle=True, seed=3, epoch=2)
+    images, labels = epoch[4]
+    expected = augment(images, torch.Generator().manual_seed(batch_seed(3, 2, 4)))
+    assert torch.equal(whole[4][0], expected) and torch.equal(whole[4][1], labels)
+    with pytest.raises(ValueError, match="workers: expected >= 0"):
+        next(batches(data.train, 7, shuffle=True, workers=-1))
+
+
+# --- cutout, crop padding, AutoAugment --------------------------------------------------------------------
+
+
+def square(y0: int, y1: int, x0: int, x1: int, size: int = 32) -> torch.Tensor:
+    """The mask of a 0-square in rows y0..y1-1 and columns x0..x1-1 of a size x size image, 1 elsewhere."""
+    mask = torch.ones(size, size)
+    mask[y0:y1, x0:x1] = 0
+    return mask
+
+
+def test_cutout_mask_is_the_reference_square():
+    # quark0/darts utils.Cutout(16): rows clip(y - 8, 0, 32) .. clip(y + 8, 0, 32) (end excluded), same for columns
+    masks = cutout_mask(torch.tensor([10, 0, 31, 5]), torch.tensor([20, 0, 31, 30]), 16, 32, 32)
+    assert torch.equal(masks[0], square(2, 18, 12, 28))     # inside: 16 x 16 = 256 pixels
+    assert torch.equal(masks[1], square(0, 8, 0, 8))        # corner: clipped to 8 x 8
+    assert torch.equal(masks[2], square(23, 32, 23, 32))    # far corner: 9 x 9 (y + 8 = 39 clips to 32)
+    assert torch.equal(masks[3], square(0, 13, 22, 32))     # 13 rows x 10 columns
+    assert [int((m == 0).sum()) for m in masks] == [256, 64, 81, 130]
+    # an odd length is cut like the reference's: length // 2 on each side, so 2 * (length // 2) wide
+    assert int((cutout_mask(torch.tensor([16]), torch.tensor([16]), 7, 32, 32) == 0).sum()) == 36
+
+
+def test_cutout_zeroes_the_square_of_the_drawn_centres():
+    images = torch.randn(6, 3, 32, 32) + 5.0  # no pixel is 0 before cutout
+    out = cutout(images, 16, torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    ys, xs = torch.randint(0, 32, (6,), generator=gen), torch.randint(0, 32, (6,), generator=gen)
+    for image, result, y, x in zip(images, out, ys.tolist(), xs.tolist()):
+        mask = square(max(y - 8, 0), min(y + 8, 32), max(x - 8, 0), min(x + 8, 32))
+        assert torch.equal(result, image * mask)  # every channel, the same square
+    assert len({(y, x) for y, x in zip(ys.tolist(), xs.tolist())}) > 1
+
+
+def test_crop_pads_with_black_pixels_when_the_statistics_are_known():
+    mean, std = (0.5, 0.25, 0.75), (0.2, 0.4, 0.1)
+    images = torch.full((40, 3, 6, 6), 9.0)
+    out = Augmentation(mean=mean, std=std)(images, torch.Generator().manual_seed(0))
+    black = torch.tensor([-0.5 / 0.2, -0.25 / 0.4, -0.75 / 0.1])
+    padded = out != 9.0
+    assert padded.any() and (~padded).any()
+    for c in range(3):
+        assert torch.allclose(out[:, c][padded[:, c]], black[c])
+    # without statistics the padding is 0, the channel mean (the searches' crop)
+    plain = crop_and_flip(images, torch.Generator().manual_seed(0))
+    assert set(plain.unique().tolist()) <= {0.0, 9.0} and torch.equal(plain == 0, padded)
+
+
+def test_augmentation_errors():
+    with pytest.raises(ValueError, match="cutout: expected a square side >= 0"):
+        Augmentation(cutout=-1)
+    with pytest.raises(ValueError, match="autoaugment: needs the normalization statistics"):
+        Augmentation(autoaugment=True)
+
+
+def test_autoaugment_is_torchvisions_cifar10_policy_per_image():
+    transforms = pytest.importorskip("torchvision.transforms")
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    pixels = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    images = (pixels / 255.0 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    augment = Augmentation(crop_flip=False, autoaugment=True, mean=mean, std=std)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    out = augment(images, torch.Generator().manual_seed(9))
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is left untouched
+    # by hand: the seed drawn from the batch generator, then torchvision's AutoAugment image by image
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(9))))
+    policy = transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10)
+    expected = torch.stack([policy(p) for p in pixels]).float() / 255.0
+    expected = (expected - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert torch.equal(out, augment(images, torch.Generator().manual_seed(9)))
+
+
+def test_autoaugment_without_torchvision_says_so(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms", None)
+    with pytest.raises(ImportError, match="autoaugment: needs torchvision"):
+        Augmentation(autoaugment=True, mean=(0.5,), std=(0.5,))

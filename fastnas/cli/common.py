@@ -32,3 +32,79 @@ def space_options(args: argparse.Namespace) -> dict:
     """The student-space options given on the command line (--C, --N, --patch-size)."""
     given = {"C": args.C, "N": args.N, "patch_size": args.patch_size}
     return {name: value for name, value in given.items() if value is not None}
+
+
+def add_preset_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """--preset and --show-config for `command`; call it after every other option of the command is added.
+
+    Every option loses its argparse default (argparse.SUPPRESS), so an option given on the command line
+    can be told apart from one left out; `apply_preset` then fills the rest from the preset or the
+    option's own default. The help of each option states its default and the presets' values.
+    """
+    from ..presets import DEFAULT_PRESET, PRESETS
+
+    presets = PRESETS[command]
+    flag_defaults = {}
+    for action in parser._actions:
+        if not action.option_strings or action.default == argparse.SUPPRESS:
+            continue  # positionals, --help
+        values = {name: settings[action.dest].value for name, settings in presets.items()
+                  if action.dest in settings}
+        flag_defaults[action.dest] = action.default
+        notes = ([] if action.default is None else [f"default: {action.default}"]) + \
+            ([f"--preset {', '.join(f'{name}: {value}' for name, value in values.items())}"] if values else [])
+        if notes:
+            action.help = f"{action.help or ''} ({'; '.join(notes)})".lstrip()
+        action.default = argparse.SUPPRESS
+    parser.add_argument("--preset", choices=list(presets), default=DEFAULT_PRESET,
+                        help="hyper-parameters of a paper's protocol (each value's source: --show-config); "
+                        f"flags given here override them; {DEFAULT_PRESET}: fastnas's defaults for small data")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print every setting with where it comes from (flag, preset and its source, "
+                        "fastnas default) and exit")
+    parser.set_defaults(preset_command=command, preset_flag_defaults=flag_defaults)
+
+
+def apply_preset(args: argparse.Namespace) -> dict:
+    """Fills the options `add_preset_options` left unset: the preset's value, else the option's default.
+
+    Sets ``args.sources`` (option or config field -> where its value comes from) and returns the preset's
+    settings that no option of the command takes (config fields such as the momentum), to pass to the config.
+    """
+    from ..presets import preset_settings
+
+    settings = preset_settings(args.preset_command, args.preset)
+    sources = {}  # options left at their default are not listed: format_config calls them fastnas defaults
+    for dest, default in args.preset_flag_defaults.items():
+        if hasattr(args, dest):
+            sources[dest] = "flag"
+        elif dest in settings:
+            setattr(args, dest, settings[dest].value)
+            sources[dest] = f"preset {args.preset}: {settings[dest].source}"
+        else:
+            setattr(args, dest, default)
+    extras = {name: s.value for name, s in settings.items() if name not in args.preset_flag_defaults}
+    sources.update({name: f"preset {args.preset}: {settings[name].source}" for name in extras})
+    args.sources = sources
+    return extras
+
+
+def format_config(config: dict, sources: dict, command: str, preset: str) -> str:
+    """Every setting of `config` (nested dicts flattened as ``outer.inner``) with its source, one a line."""
+    from ..presets import NOT_APPLIED
+
+    flat = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[name] = value
+    width = max(len(name) for name in flat)
+    lines = [f"fastnas {command} --preset {preset}: every setting and where it comes from "
+             "(flag: given on the command line; fastnas default: neither a flag nor the preset sets it)"]
+    for name, value in flat.items():
+        source = sources.get(name, sources.get(name.rpartition(".")[2], "fastnas default"))
+        lines.append(f"  {name:<{width}}  {value!s:<12} {source}")
+    for note in NOT_APPLIED.get((command, preset), []):
+        lines.append(f"  not applied: {note}")
+    return "\n".join(lines)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
-from .common import add_common, add_step_options
+from .common import add_common, add_preset_options, add_step_options, apply_preset, format_config
 
 SNPS_FLAGS = ("gamma", "gamma_max", "mu", "n_max", "tau", "phi", "k", "rho", "xi", "tqu_max", "eps")
 SNPS_DEFAULT_HELP = {"gamma": "1e-2 on digits/synthetic, else 1e-4", "gamma_max": 0.1, "mu": 0.1,
@@ -14,7 +15,7 @@ SNPS_DEFAULT_HELP = {"gamma": "1e-2 on digits/synthetic, else 1e-4", "gamma_max"
                      "tqu_max": "20 on digits/synthetic, else 50", "eps": 0.01}
 
 
-def _dnad_config(args: argparse.Namespace):
+def _dnad_config(args: argparse.Namespace, extras: dict):
     from ..strategies import DNADConfig
 
     snps = {name: getattr(args, name) for name in SNPS_FLAGS if getattr(args, name) is not None}
@@ -23,7 +24,8 @@ def _dnad_config(args: argparse.Namespace):
                       ops=tuple(args.ops.split(",")), C=args.C, layers=args.layers, nodes=args.nodes,
                       batch_size=args.batch_size, epochs=args.epochs, warm_up=args.warm_up, lr=args.lr,
                       arch_lr=args.arch_lr, stop_sparsity=args.stop_sparsity, target_ops=args.target_ops,
-                      seed=args.seed, device=args.device, amp=args.amp, recompute=args.recompute, snps=snps)
+                      seed=args.seed, device=args.device, amp=args.amp, recompute=args.recompute, snps=snps,
+                      **extras)
 
 
 def _write_dnad_results(run, search) -> None:
@@ -49,9 +51,13 @@ def _dnad(args: argparse.Namespace) -> int:
     from ..runs import RunFolder
     from ..strategies import DNADSearch
 
-    config = _dnad_config(args)
+    config = _dnad_config(args, apply_preset(args))
+    if args.show_config:
+        print(format_config(asdict(config), args.sources, "dnad", args.preset))
+        return 0
     dist = Distributed.from_env(config.device)
     run = RunFolder(args.out, resume=args.resume, writer=dist.is_main)
+    run.config_notes = {"preset": args.preset, "sources": args.sources}
     log = (lambda _: None) if args.quiet else tqdm.write
     search = DNADSearch(config, run, progress=not args.quiet, log=log, dist=dist)
     search.run()
@@ -110,4 +116,5 @@ def add_parsers(sub) -> None:
     for name in SNPS_FLAGS:
         dnad.add_argument(f"--{name.replace('_', '-')}", type=int if name == "tqu_max" else float, default=None,
                           help=f"SNPS {name} (default: {SNPS_DEFAULT_HELP[name]})")
+    add_preset_options(dnad, "dnad")
     dnad.set_defaults(run=_dnad)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
-from .common import add_common, add_step_options
+from .common import add_common, add_preset_options, add_step_options, apply_preset, format_config
 
 
 def _sddarts(args: argparse.Namespace) -> int:
@@ -16,6 +17,7 @@ def _sddarts(args: argparse.Namespace) -> int:
     from ..search_spaces import Genotype
     from ..strategies import SDDARTSConfig, SDDARTSSearch
 
+    extras = apply_preset(args)  # the preset's settings that have no flag (momentum, ...)
     darts = args.command == "darts"  # the same search without the KL term, so without teachers
     distillation = dict(sd_lambda=0.0, teachers=1, warm_up=0) if darts else dict(
         sd_lambda=args.sd_lambda, teachers=args.teachers, teacher_source=args.teacher_source,
@@ -25,9 +27,15 @@ def _sddarts(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, epochs=args.epochs, order=args.order, lr=args.lr, arch_lr=args.arch_lr,
         **distillation,
         sharpness_every=args.sharpness_every, seed=args.seed, device=args.device, amp=args.amp,
-        recompute=args.recompute)
+        recompute=args.recompute, **extras)
+    if darts:
+        args.sources.update(dict.fromkeys(distillation, "darts: no self-distillation"))
+    if args.show_config:
+        print(format_config(asdict(config), args.sources, args.command, args.preset))
+        return 0
     dist = Distributed.from_env(config.device)
     run = RunFolder(args.out, resume=args.resume, writer=dist.is_main)
+    run.config_notes = {"preset": args.preset, "sources": args.sources}
     log = (lambda _: None) if args.quiet else tqdm.write
     result = SDDARTSSearch(config, run, progress=not args.quiet, log=log, dist=dist).run()
     if not dist.is_main:
@@ -84,4 +92,5 @@ def add_parsers(sub) -> None:
             p.add_argument("--warm-up", type=int, default=None,
                            help="epochs before distillation starts; default 20%% of --epochs (fastnas's choice; "
                            "the paper asks for a sufficient warm-up, no number)")
+        add_preset_options(p, name)
         p.set_defaults(run=_sddarts)

@@ -69,6 +69,9 @@ class Dataset:
     train: ImageData
     test: ImageData
     augment: bool  # natural images: random crop (pad 4) + horizontal flip while training
+    # per-channel statistics both splits were normalized with (what augmentations of raw pixels undo)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 def load_data(spec: str, image_size: int | None = None) -> Dataset:
@@ -93,10 +96,10 @@ def load_data(spec: str, image_size: int | None = None) -> Dataset:
         raise ValueError(SPEC_HELP.format(spec))
     if image_size is not None and train.images.shape[-1] != image_size:
         train, test = _resize(train, image_size), _resize(test, image_size)
-    _normalize(train, test)
+    mean, std = _normalize(train, test)
     return Dataset(name=kind, num_classes=num_classes, in_channels=train.images.shape[1],
                    image_size=train.images.shape[-1], train=train, test=test,
-                   augment=kind in ("cifar10", "cifar100", "imagenet16", "imagefolder"))
+                   augment=kind in ("cifar10", "cifar100", "imagenet16", "imagefolder"), mean=mean, std=std)
 
 
 def split(data: ImageData, fraction: float, seed: int = 0) -> tuple[ImageData, ImageData]:
@@ -125,13 +128,14 @@ def _resize(data: ImageData, size: int) -> ImageData:
                      data.labels)
 
 
-def _normalize(train: ImageData, test: ImageData) -> None:
-    """Standardize both splits in place with the per-channel mean/std of `train` (std 0 left as 1)."""
+def _normalize(train: ImageData, test: ImageData) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Standardize both splits in place with the per-channel mean/std of `train` (std 0 left as 1); returns them."""
     var, mean = torch.var_mean(train.images, dim=(0, 2, 3), correction=0, keepdim=True)
     std = var.sqrt()
     std = torch.where(std > 1e-6, std, torch.ones_like(std))  # a constant channel: only centre it
     for part in (train, test):
         part.images.sub_(mean).div_(std)
+    return tuple(mean.flatten().tolist()), tuple(std.flatten().tolist())
 
 
 def _hold_out(data: ImageData) -> tuple[ImageData, ImageData]:
