@@ -37,11 +37,42 @@ def _write_dnad_results(run, search) -> None:
     plot_cells(Genotype.load(run.path / "genotype.json"), run.path / "cells.png")
 
 
+def add_retrain_costs(points: list[dict], run, preset: str, num_classes: int) -> str | None:
+    """Adds to each point ``retrain``: params (auxiliary head excluded, as the reference counts them) and FLOPs
+    of the network `fastnas train --preset R` builds from its genotype, R the retraining preset of the search
+    preset `preset` (dnad-cifar10: C = 36, 32 x 32; dnad-imagenet: C = 48, the ImageNet network at 224 x 224),
+    the genotype keeping its cells. Returns R, or None for a preset without one (digits: the search's width)."""
+    from ..nn.cost import count_flops, count_params
+    from ..presets import RETRAIN_PRESET, preset_settings
+    from ..search_spaces import Genotype
+    from .train import NETWORK_IMAGE_SIZE, build_genotype_network
+
+    retrain = RETRAIN_PRESET.get(("dnad", preset))
+    if retrain is None:
+        return None
+    settings = preset_settings("train", retrain)
+    C, network = settings["C"].value, settings["network"].value
+    side = NETWORK_IMAGE_SIZE[network]
+    for point in points:
+        genotype = Genotype.load(run.path / point["genotype"])
+        net = build_genotype_network(genotype, C, len(genotype.cells), num_classes, 3, network)
+        point["retrain"] = {"preset": retrain, "C": C, "layers": len(genotype.cells), "image_size": side,
+                            "params": count_params(net), "flops": count_flops(net, (3, side, side))}
+    return retrain
+
+
 def _print_pareto(points: list[dict]) -> None:
-    print(f"{'kind':<7} {'step':>6} {'live ops':>8} {'params':>10} {'FLOPs':>12} {'val acc':>8}  genotype")
+    retrain = "retrain" in points[0] if points else False
+    header = f"{'kind':<7} {'step':>6} {'live ops':>8} {'params':>10} {'FLOPs':>12} {'val acc':>8}"
+    if retrain:
+        header += f" {'retrain params':>14} {'retrain FLOPs':>14}"
+    print(header + "  genotype")
     for p in points:
-        print(f"{p['kind']:<7} {p['step']:>6} {p['live_ops']:>8} {p['params']:>10,} {p['flops']:>12,} "
-              f"{p['val_accuracy']:>8.3f}  {p['genotype']}")
+        line = (f"{p['kind']:<7} {p['step']:>6} {p['live_ops']:>8} {p['params']:>10,} {p['flops']:>12,} "
+                f"{p['val_accuracy']:>8.3f}")
+        if retrain:
+            line += f" {p['retrain']['params']:>14,} {p['retrain']['flops']:>14,}"
+        print(f"{line}  {p['genotype']}")
 
 
 def _dnad(args: argparse.Namespace) -> int:
@@ -64,8 +95,15 @@ def _dnad(args: argparse.Namespace) -> int:
     if not dist.is_main:
         return 0
     _write_dnad_results(run, search)
+    retrain = add_retrain_costs(search.pareto, run, args.preset, search.dataset.num_classes)
+    if retrain is not None:
+        run.write_json("pareto.json", search.pareto)
     print(f"DNAD search done: {run.path} (pareto.json, genotypes/, metrics.jsonl, search.png, pareto.png, "
           "cells.png)")
+    if retrain is not None:
+        C = search.pareto[0]["retrain"]["C"] if search.pareto else "?"
+        print(f"retrain params and FLOPs: the networks of `fastnas train --preset {retrain}` (C = {C}, auxiliary "
+              "head excluded)")
     _print_pareto(search.pareto)
     return 0
 

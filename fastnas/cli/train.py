@@ -21,6 +21,22 @@ def genotype_operations(genotype, layers: int) -> int:
     return sum(len(node) for i in range(layers) for node in genotype.cell(i, i in reductions))
 
 
+# The input side each evaluation network is built for (quark0/darts cnn/train.py and train_imagenet.py)
+NETWORK_IMAGE_SIZE = {"cifar": 32, "imagenet": 224}
+
+
+def build_genotype_network(genotype, C: int, layers: int, num_classes: int, in_channels: int = 3,
+                           network: str = "cifar", auxiliary: bool = False):
+    """The evaluation network of `genotype`: `network` "cifar" (quark0/darts NetworkCIFAR) or "imagenet"."""
+    from ..search_spaces import DiscreteNetwork
+
+    if network != "cifar" or auxiliary:
+        raise ValueError("network: the auxiliary head and the ImageNet network come with the DARTS evaluation "
+                         "networks (issue 13 part A), not in this version; train with --network cifar "
+                         "--auxiliary-weight 0")
+    return DiscreteNetwork(genotype, C, num_classes, layers=layers, in_channels=in_channels)
+
+
 def _train_config(args: argparse.Namespace, genotype, layers: int | None):
     """The TrainConfig of the flags; DNAD's drop-path schedule raises the final probability by the op count."""
     from ..evaluators import TrainConfig
@@ -57,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..evaluators import train_network
     from ..nn.cost import count_flops, count_params
     from ..runs import RunFolder
-    from ..search_spaces import DiscreteNetwork, Genotype, get_space
+    from ..search_spaces import Genotype, get_space
 
     apply_preset(args)
     if (args.genotype is None) == (args.space is None) or (args.space is None) != (args.arch is None):
@@ -71,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
     C, layers = _genotype_width(args, genotype) if genotype is not None else (args.C, None)
     config = _train_config(args, genotype, layers)
     shown = {**asdict(config), "drop_path_schedule": args.drop_path_schedule, "drop_path_base": args.drop_path,
-             "C": C, "layers": layers}
+             "C": C, "layers": layers, "network": args.network, "image_size": args.image_size}
     sources = {**args.sources, "drop_path_base": args.sources.get("drop_path", "fastnas default")}
     if args.drop_path_schedule == "dnad":
         sources["drop_path"] = "drop_path_base + 0.15/112 * (operations - 8 * cells) (NADD train_eval_cifar.py)"
@@ -79,9 +95,10 @@ def _train(args: argparse.Namespace) -> int:
         print(format_config(shown, sources, "train", args.preset))
         return 0
 
-    dataset = load_data(args.data)
+    dataset = load_data(args.data, image_size=args.image_size)
     if genotype is not None:
-        model = DiscreteNetwork(genotype, C, dataset.num_classes, layers=layers, in_channels=dataset.in_channels)
+        model = build_genotype_network(genotype, C, layers, dataset.num_classes, dataset.in_channels, args.network,
+                                       auxiliary=config.auxiliary_weight > 0)
         described = {"genotype": str(args.genotype)}
     else:
         space = get_space(args.space)
@@ -124,6 +141,12 @@ def add_parsers(sub) -> None:
     train.add_argument("--patch-size", type=int, default=None, help="patch size (pit only; default by image size)")
     train.add_argument("--layers", type=int, default=None,
                        help="cells (DARTS genotypes only; default: the search's; a DNAD genotype has its own)")
+    train.add_argument("--image-size", type=int, default=None,
+                       help="resize the images to this side (bilinear) when reading them (default: their own; "
+                       "imagefolder: 32)")
+    train.add_argument("--network", choices=list(NETWORK_IMAGE_SIZE), default="cifar",
+                       help="the evaluation network of a genotype: DARTS's CIFAR network (one 3x3 stem) or its "
+                       "ImageNet network (two stride-2 stems, for 224 x 224 images)")
 
     recipe = train.add_argument_group("recipe (--show-config lists every value and its source)")
     recipe.add_argument("--epochs", type=int, default=30)

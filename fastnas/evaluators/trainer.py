@@ -255,7 +255,7 @@ def train_network(model: nn.Module, dataset: Dataset, config: TrainConfig, teach
                                       pin_memory=c.workers > 0 and device.type == "cuda"):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(c, epoch, step, steps_per_epoch)
-            sums += _train_step(model, kd_loss, teacher, optimizer, params, images, labels, c, device)
+            sums += train_step(model, kd_loss, teacher, optimizer, params, images, labels, c, device)
             step += 1
             bar.update(1)
             if run is not None and c.checkpoint_every and step < steps_per_epoch and \
@@ -286,7 +286,7 @@ def train_network(model: nn.Module, dataset: Dataset, config: TrainConfig, teach
     return {"test_accuracy": accuracy, "test_loss": test_loss, "epochs": c.epochs, "seconds": seconds}
 
 
-def _train_step(model: nn.Module, kd_loss: nn.Module, teacher: Teacher | None, optimizer: torch.optim.Optimizer,
+def train_step(model: nn.Module, kd_loss: nn.Module, teacher: Teacher | None, optimizer: torch.optim.Optimizer,
                 params: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor, c: TrainConfig,
                 device: torch.device) -> torch.Tensor:
     """One SGD step; returns (loss sum, kd sum, correct, samples) of the batch, float64 ``[4]``, on `device`."""
