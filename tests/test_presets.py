@@ -3,6 +3,7 @@ CIFAR-format fixture (a tiny cifar-10-batches-py folder of pickles, read by the 
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -130,3 +131,29 @@ def test_dnad_presets_end_to_end_with_the_pareto_set_at_the_retrain_width(cifar,
                                     "params": count_params(network), "flops": count_flops(network, (3, side, side))}
         assert point["retrain"]["params"] > point["params"]  # wider than the search's C = 2
     assert "retrain params" in capsys.readouterr().out
+
+
+def test_train_preset_end_to_end(cifar, tmp_path):
+    import torch
+    from fastnas.search_spaces import SuperNetwork
+
+    torch.manual_seed(0)
+    SuperNetwork(C=2, layers=3, nodes=2, primitives=("skip_connect", "sep_conv_3x3")).genotype().save(
+        tmp_path / "genotype.json")
+    out = tmp_path / "train"
+    assert main(["train", "--preset", "cifar10", "--data", cifar, "--genotype", str(tmp_path / "genotype.json"),
+                 "--C", "4", "--layers", "3", "--epochs", "2", "--batch-size", "8", "--auxiliary-weight", "0",
+                 "--drop-path", "0", "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    used = config["config"]
+    assert (used["schedule"], used["cutout"], used["lr"], used["epochs"], used["C"]) == ("cosine", 16, 0.025, 2, 4)
+    assert config["sources"]["cutout"].startswith("preset cifar10: DARTS paper App. A.2; quark0/darts cnn/train.py")
+    assert config["sources"]["epochs"] == "flag" and config["preset"] == "cifar10"
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["lr"] for m in metrics] == pytest.approx([0.025, 0.025 * (1 + math.cos(math.pi / 2)) / 2])
+    assert json.loads((out / "result.json").read_text())["preset"] == "cifar10"
+
+
+def test_a_space_architecture_refuses_a_darts_preset():
+    with pytest.raises(ValueError, match="preset: cifar10 is a DARTS-space retraining protocol"):
+        main(["train", "--preset", "cifar10", "--space", "nb201", "--arch", "x"])
