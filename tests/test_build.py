@@ -47,7 +47,7 @@ def test_cuda_kernels_compiled_when_toolkit_present():
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and _C.with_cuda()), reason="needs a CUDA GPU and a CUDA build")
-def test_recorded_arch_list_runs_on_every_visible_gpu():
+def test_recorded_cuda_arch_list_runs_on_every_visible_gpu():
     # Built on a machine with GPUs and no TORCH_CUDA_ARCH_LIST, the list comes from those GPUs and is recorded.
     for index in range(torch.cuda.device_count()):
         capability = torch.cuda.get_device_capability(index)

@@ -171,7 +171,8 @@ def fetch_headers(version: str, index_url: str = PYPI_SIMPLE, wheel_url: str | N
     shutil.rmtree(partial, ignore_errors=True)
     try:
         count = extract_headers(wheel, partial / "include")
-        (partial / "SOURCE").write_text(f"{wheel.url}\n{count} headers, {wheel.fetched} of {wheel.size} bytes fetched\n")
+        (partial / "SOURCE").write_text(f"{wheel.url}\n{count} headers, {wheel.fetched} of {wheel.size} bytes "
+                                        "fetched\n")
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             partial.rename(folder)
