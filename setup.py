@@ -144,6 +144,8 @@ def main():
         cmdclass={"build_ext": BuildExtension},
         python_requires=">=3.10",
         install_requires=["torch>=2.11", "numpy", "scipy", "tqdm", "matplotlib", "scikit-learn"],
+        # NAS-Bench-201 from the official NATS-Bench files (fastnas.nasbench.read_nats, fastnas nasbench export)
+        extras_require={"nasbench": ["nats_bench"]},
         entry_points={"console_scripts": ["fastnas=fastnas.cli:run"]},
     )
 

@@ -92,7 +92,7 @@ def plot_cells(genotype: Genotype, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_proxy_scatter(rows: list[dict], scores, accuracy, path: Path) -> None:
+def plot_proxy_scatter(rows: list[dict], scores, accuracy, path: Path, ylabel: str = "KD accuracy (%)") -> None:
     """One panel per proxy: distilled accuracy against the architecture's rank by the proxy.
 
     rows: `correlation_table` rows (proxy, kendall, ...) in the order of the rows of scores [P, N]
@@ -106,7 +106,7 @@ def plot_proxy_scatter(rows: list[dict], scores, accuracy, path: Path) -> None:
         ranks = row_scores.argsort().argsort() + 1
         ax.scatter(ranks.tolist(), [100 * a for a in accuracy.tolist()], s=12)
         ax.set(title=f"{row['proxy']}  tau={row['kendall']:.2f}", xlabel="proxy rank (1 = lowest)",
-               ylabel="KD accuracy (%)")
+               ylabel=ylabel)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     fig.tight_layout()

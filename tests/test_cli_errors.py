@@ -32,6 +32,8 @@ BAD_INPUT = {
                                "proxy: {tmp}/proxy.json does not exist"),
     "proxies": (["proxies", "--gt", "{tmp}/gt.jsonl", "--proxies", "synflow,no_such_proxy"],
                 "proxy: unknown name 'no_such_proxy'"),
+    "nasbench export": (["nasbench", "export", "--nats", "{tmp}/missing", "--out", "{tmp}/table.csv"],
+                        "nats: {tmp}/missing does not exist"),
 }
 
 

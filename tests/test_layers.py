@@ -16,7 +16,7 @@ LAYER = {
     "distill": 2,
     "search_spaces": 3, "plots": 3,
     "proxies": 4,
-    "evaluators": 5,
+    "evaluators": 5, "nasbench": 5,
     "strategies": 6,
     "cli": 7, "__main__": 7,
 }

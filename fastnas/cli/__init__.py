@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from ..runs import RunWarning
-from . import autodas, bench, bench_gt, dnad, proxies, sddarts, train
+from . import autodas, bench, bench_gt, dnad, nasbench, proxies, sddarts, train
 
 # Errors that mean "the input is wrong", each raised with a message naming the argument (FloatingPointError: a
 # training that diverged, e.g. "train: the test loss is NaN; lower --lr"). Anything else is a bug in fastnas and
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error "
                         "(accepted anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True)  # sub-parsers are Parser too (argparse's default)
-    for module in (dnad, train, bench_gt, sddarts, bench, autodas, proxies):
+    for module in (dnad, train, bench_gt, sddarts, bench, autodas, proxies, nasbench):
         module.add_parsers(sub)
     return parser
 

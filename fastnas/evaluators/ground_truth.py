@@ -161,8 +161,13 @@ def read_records(path: str | os.PathLike, repair: bool = False) -> list[dict]:
 
 def append_record(path: str | os.PathLike, record: dict) -> None:
     """Appends one JSON line and forces it to disk before returning (see the module docstring)."""
+    append_records(path, [record])
+
+
+def append_records(path: str | os.PathLike, records: list[dict]) -> None:
+    """Appends one JSON line per record with one write and one fsync (a kill may tear only the last line)."""
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write("".join(json.dumps(record) + "\n" for record in records))
         f.flush()
         os.fsync(f.fileno())
 

@@ -24,7 +24,7 @@ import torch.nn as nn
 from ..ops import rank_corr
 from ..proxies import NetworkOutputs, get_proxy, score_many
 from ..runs import atomic_write_json
-from .ground_truth import CONFIG_FILE, append_record, read_records
+from .ground_truth import CONFIG_FILE, append_records, read_records
 
 METHODS = ("kendall", "spearman", "pearson")
 
@@ -101,9 +101,14 @@ class ScoreCache:
         return [p for p in proxies if (arch, p) not in self.scores]
 
     def add(self, arch: str, scores: dict[str, float]) -> None:
+        self.add_many({arch: scores})
+
+    def add_many(self, scores_by_arch: dict[str, dict[str, float]]) -> None:
+        """Appends one line per architecture, all with one fsync."""
         # NaN/inf are written as JSON's NaN/Infinity, which json.loads reads back.
-        append_record(self.path, {"arch": arch, "scores": scores})
-        self.scores.update({(arch, p): v for p, v in scores.items()})
+        append_records(self.path, [{"arch": arch, "scores": scores} for arch, scores in scores_by_arch.items()])
+        for arch, scores in scores_by_arch.items():
+            self.scores.update({(arch, p): v for p, v in scores.items()})
 
 
 def score_architectures(archs: Sequence[str], proxies: Sequence[str], build: Callable[[str], nn.Module],

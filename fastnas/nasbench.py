@@ -1,0 +1,264 @@
+"""NAS-Bench-201 as ground truth: its accuracy table, its cost counts and the published proxy correlations.
+
+The benchmark (Dong & Yang, ICLR 2020; its successor NATS-Bench's topology space, Dong et al., TPAMI 2021)
+trained every one of the 15,625 cells of fastnas.search_spaces.nb201 at C = 16, N = 5. fastnas reads it in two
+forms:
+
+* a compact CSV, the form `fastnas proxies --benchmark nb201:TABLE.csv` reads: a column ``arch`` (the NB201
+  string) and one column per dataset named ``cifar10``, ``cifar100``, ``ImageNet16-120``, the test accuracy in
+  percent after the 200-epoch schedule, averaged over the seeds. Lines starting with ``#`` are comments (the
+  export writes where the numbers come from there). `read_table`, `write_table`.
+* the official NATS-Bench topology files (the ``NATS-tss-v1_0-3ffb9-simple`` folder, or the single
+  ``.pickle.pbz2`` file), read through the optional ``nats_bench`` package (`pip install nats_bench`) with every
+  choice explicit (`read_nats`); ``fastnas nasbench export`` writes the compact CSV from them once.
+
+What the NATS-Bench datasets mean (nats_bench/api_utils.py, ArchResults.get_metrics):
+
+* ``cifar10-valid``: trained on 25,000 CIFAR-10 training images; ``valid`` is the other 25,000, ``test`` the
+  CIFAR-10 test set. The published zero-cost correlations use this one's test accuracy for CIFAR-10
+  (SamsungLabs/zero-cost-nas nasbench2_pred.py), so the export's ``cifar10`` column does by default.
+* ``cifar10``: trained on all 50,000 training images; ``test`` only (it has no validation set).
+* ``cifar100``, ``ImageNet16-120``: trained on the training set; ``valid`` and ``test`` are the two halves of
+  the test set.
+
+``hp`` is the schedule: "200" epochs (the benchmark's accuracies) or "12" (NATS-Bench's short schedule).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .evaluators.proxy_table import correlation_table, nan_as_lowest
+from .evaluators.statistics import bootstrap_correlations, bootstrap_indices, percentile_interval
+from .runs import atomic_write_bytes
+from .search_spaces.nb201 import count_cost, format_arch, parse_arch
+
+DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+# The NB201 network of each dataset: (classes, image side), AutoDL-Projects' get_cell_based_tiny_net at C=16, N=5.
+NETWORK = {"cifar10": (10, 32), "cifar100": (100, 32), "ImageNet16-120": (120, 16)}
+BENCHMARK_C, BENCHMARK_N = 16, 5
+NATS_DATASETS = ("cifar10-valid", "cifar10", "cifar100", "ImageNet16-120")
+NATS_HPS = ("12", "200")
+NATS_METRICS = ("test", "valid")
+NUM_ARCHS = 15625
+
+# |Spearman rho| of the zero-cost proxies with the test accuracy over all 15,625 cells (one random batch of 64
+# training images, seed 42, PyTorch's default initialization): Abdelfattah et al., ICLR 2021, Table 1, as the
+# authors' notebook SamsungLabs/zero-cost-nas notebooks/nasbench201_correlations.ipynb prints it
+# (abs(stats.spearmanr(acc, score, nan_policy='omit'))). Their jacob_cov is fastnas's jacov.
+PUBLISHED_SPEARMAN = {
+    "cifar10": {"grad_norm": 0.594, "snip": 0.596, "grasp": 0.514, "fisher": 0.36, "synflow": 0.737, "jacov": 0.731},
+    "cifar100": {"grad_norm": 0.637, "snip": 0.637, "grasp": 0.547, "fisher": 0.385, "synflow": 0.763,
+                 "jacov": 0.704},
+    "ImageNet16-120": {"grad_norm": 0.578, "snip": 0.578, "grasp": 0.549, "fisher": 0.327, "synflow": 0.751,
+                       "jacov": 0.701},
+}
+PUBLISHED_SOURCE = ("Abdelfattah et al., ICLR 2021, Table 1 (|Spearman rho|, all 15,625 cells; "
+                    "SamsungLabs/zero-cost-nas notebooks/nasbench201_correlations.ipynb)")
+
+
+@dataclass
+class BenchmarkTable:
+    """Accuracies of NB201 cells: `archs` (canonical strings) and {dataset: [N] float64 percent}."""
+
+    archs: list[str]
+    accuracy: dict[str, torch.Tensor]
+    comment: list[str] = field(default_factory=list)  # where the numbers come from (the CSV's '#' lines)
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def column(self, dataset: str) -> torch.Tensor:
+        """The accuracies [N] of `dataset`; ValueError naming the table's columns otherwise."""
+        if dataset not in self.accuracy:
+            raise ValueError(f"dataset: expected one of the table's columns {sorted(self.accuracy)}, got {dataset!r}")
+        return self.accuracy[dataset]
+
+
+def read_table(path: str | os.PathLike) -> BenchmarkTable:
+    """The compact CSV at `path` (see the module docstring); ValueError naming the line of a malformed row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark: {path} does not exist (expected a CSV with columns arch,"
+                                f"{','.join(DATASETS)}; `fastnas nasbench export` writes one)")
+    lines = path.read_text().splitlines()
+    comment = [line[1:].strip() for line in lines if line.startswith("#")]
+    rows = [(number, line) for number, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+    if not rows:
+        raise ValueError(f"benchmark: {path} holds no header line")
+    header = next(csv.reader([rows[0][1]]))
+    columns = header[1:]
+    if header[:1] != ["arch"] or not columns or not set(columns) <= set(DATASETS) or len(set(columns)) != len(columns):
+        raise ValueError(f"benchmark: {path} line {rows[0][0]}: expected the header arch,<one or more of "
+                         f"{', '.join(DATASETS)}>, got {','.join(header)}")
+    archs, values, seen = [], [], {}
+    for number, row in zip((n for n, _ in rows[1:]), csv.reader(line for _, line in rows[1:])):
+        if len(row) != len(header):
+            raise ValueError(f"benchmark: {path} line {number}: expected {len(header)} fields, got {len(row)}")
+        try:
+            arch = format_arch(parse_arch(row[0]))
+            accuracies = [float(value) for value in row[1:]]
+        except ValueError as error:
+            raise ValueError(f"benchmark: {path} line {number}: {error}") from None
+        if arch in seen:
+            raise ValueError(f"benchmark: {path} line {number}: {arch} is already on line {seen[arch]}")
+        seen[arch] = number
+        archs.append(arch)
+        values.append(accuracies)
+    if not archs:
+        raise ValueError(f"benchmark: {path} holds a header but no architecture")
+    table = torch.tensor(values, dtype=torch.float64)
+    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(columns)}, comment)
+
+
+def write_table(path: str | os.PathLike, table: BenchmarkTable) -> None:
+    """Writes `table` as the compact CSV (atomically), its comment as '#' lines first."""
+    columns = [name for name in DATASETS if name in table.accuracy]
+    text = io.StringIO()
+    for line in table.comment:
+        text.write(f"# {line}\n")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["arch", *columns])
+    for i, arch in enumerate(table.archs):
+        writer.writerow([arch, *(repr(table.accuracy[name][i].item()) for name in columns)])
+    atomic_write_bytes(Path(path), lambda f: f.write(text.getvalue().encode()))
+
+
+def read_nats(path: str | os.PathLike, hp: str = "200", metric: str = "test", seed: int | None = None,
+              cifar10: str = "cifar10-valid", datasets: Sequence[str] = DATASETS) -> BenchmarkTable:
+    """The accuracies (percent) of every cell of the NATS-Bench topology files at `path`.
+
+    hp: "200" or "12" (epochs); metric: "test" or "valid"; seed: None for the mean over the trials of each cell
+    (``is_random=False``), or one trial's seed; cifar10: the NATS-Bench dataset whose accuracy fills the
+    ``cifar10`` column, "cifar10-valid" (trained on 25,000 images, the published correlations' choice) or
+    "cifar10" (trained on 50,000, test accuracy only). A folder is read in nats_bench's fast mode (one file
+    per cell, as it is needed), a file whole.
+    """
+    if hp not in NATS_HPS:
+        raise ValueError(f"hp: expected one of {NATS_HPS} (training epochs), got {hp!r}")
+    if metric not in NATS_METRICS:
+        raise ValueError(f"metric: expected one of {NATS_METRICS}, got {metric!r}")
+    if cifar10 not in ("cifar10-valid", "cifar10"):
+        raise ValueError(f"cifar10: expected cifar10-valid or cifar10 (the NATS-Bench dataset of the cifar10 "
+                         f"column), got {cifar10!r}")
+    if metric == "valid" and cifar10 == "cifar10" and "cifar10" in datasets:
+        raise ValueError("metric: NATS-Bench's cifar10 (trained on train + valid) has no validation accuracy; "
+                         "use cifar10='cifar10-valid' or metric='test'")
+    unknown = [name for name in datasets if name not in DATASETS]
+    if unknown or not datasets:
+        raise ValueError(f"datasets: expected some of {DATASETS}, got {list(datasets)}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"seed: expected None (the mean over the trials) or an integer seed, got {seed!r}")
+    api = _open_nats(path)
+    sources = {name: cifar10 if name == "cifar10" else name for name in datasets}
+    archs, values = [], []
+    for index in range(len(api)):
+        archs.append(format_arch(parse_arch(api.arch(index))))
+        row = []
+        for name in datasets:
+            try:
+                info = api.get_more_info(index, sources[name], hp=hp, is_random=False if seed is None else seed)
+            except (ValueError, KeyError) as error:  # an absent seed, dataset or schedule
+                raise ValueError(f"nats: cell {index} has no {sources[name]} results for hp={hp}, seed={seed} "
+                                 f"({error})") from None
+            row.append(float(info[f"{metric}-accuracy"]))
+        values.append(row)
+    table = torch.tensor(values, dtype=torch.float64).reshape(len(archs), len(datasets))
+    origin = "the mean over the trials" if seed is None else f"the trial of seed {seed}"
+    comment = [f"NAS-Bench-201 from the NATS-Bench topology files {Path(path).name}: {metric} accuracy (%) after "
+               f"the {hp}-epoch schedule, {origin}; cifar10 = NATS-Bench's {cifar10}"]
+    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(datasets)}, comment)
+
+
+def _open_nats(path: str | os.PathLike):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"nats: {path} does not exist (expected the NATS-tss-v1_0-3ffb9-simple folder or "
+                                "a NATS-tss .pickle.pbz2 file)")
+    try:
+        import nats_bench
+    except ImportError:
+        raise ValueError("nats: reading the NATS-Bench files needs the optional package nats_bench "
+                         "(pip install nats_bench)") from None
+    return nats_bench.create(str(path), "topology", fast_mode=path.is_dir(), verbose=False)
+
+
+def sample_indices(count: int, sample: str | int, seed: int = 0) -> list[int]:
+    """Rows of a table of `count` cells to score: "all" of them, or `sample` of them drawn with `seed`.
+
+    The draw is a prefix of one seeded permutation, so a larger sample holds a smaller one (cached scores
+    count again); the rows come back in table order.
+    """
+    if sample == "all":
+        return list(range(count))
+    text = str(sample)
+    if not text.isdigit() or not 1 <= int(text) <= count:
+        raise ValueError(f"sample: expected 'all' or a number of cells in 1..{count}, got {sample!r}")
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:int(text)])
+
+
+def benchmark_cost(arch: str, dataset: str) -> dict[str, float]:
+    """{"params": MB, "flops": MFLOPs} of `arch` as NAS-Bench-201 counts them for `dataset` (C = 16, N = 5).
+
+    AutoDL-Projects' get_model_infos (xautodl/utils/flop_benchmark.py): parameters / 1e6 (count_parameters_in_MB,
+    ``deprecated=True``), and the multiply-accumulates of the Conv2d and Linear layers plus the classifier's bias
+    additions, / 1e6 (pooling is hooked but not summed).
+    """
+    if dataset not in NETWORK:
+        raise ValueError(f"dataset: expected one of {DATASETS}, got {dataset!r}")
+    classes, side = NETWORK[dataset]
+    params, macs = count_cost(parse_arch(arch), BENCHMARK_C, BENCHMARK_N, classes, 3, side)
+    return {"params": params / 1e6, "flops": (macs + classes) / 1e6}
+
+
+def correlation_report(names: Sequence[str], scores: torch.Tensor, accuracy: torch.Tensor, dataset: str,
+                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+    """{proxy: {spearman, kendall, pearson, n, nan_scores, spearman_ci, kendall_ci, published_spearman, source}}.
+
+    scores [P, N] of `names` on N cells, accuracy [N]. Kendall and Spearman rank NaN scores lowest
+    (`correlation_table`); the intervals are bootstrap percentile intervals at `level` over `n_boot` resamples of
+    the cells (fastnas.evaluators.statistics). published_spearman: the published |rho| (None where the paper has
+    none); the published numbers are absolute values, so compare |spearman| with them.
+    """
+    rows = correlation_table(names, scores, accuracy)
+    ranked = nan_as_lowest(scores)
+    intervals = {}
+    if accuracy.shape[0] >= 3:
+        indices = bootstrap_indices(accuracy.shape[0], n_boot, seed)
+        for method in ("spearman", "kendall"):
+            samples = bootstrap_correlations(ranked, accuracy, method, indices)
+            intervals[method] = [list(percentile_interval(row, level)) for row in samples]
+    published = PUBLISHED_SPEARMAN.get(dataset, {})
+    report = {}
+    for i, row in enumerate(rows):
+        entry = {key: row[key] for key in ("spearman", "kendall", "pearson", "nan_scores", "source")}
+        entry["n"] = int(scores.shape[1])
+        for method in ("spearman", "kendall"):
+            entry[f"{method}_ci"] = intervals[method][i] if intervals else [math.nan, math.nan]
+        entry["published_spearman"] = published.get(row["proxy"])
+        report[row["proxy"]] = entry
+    return report
+
+
+def format_report(report: dict[str, dict], level: float = 0.95) -> str:
+    """A markdown table of `correlation_report`, the published |rho| beside each proxy."""
+    percent = round(100 * level)
+    lines = [f"| proxy | Spearman rho [{percent}% CI] | Kendall tau [{percent}% CI] | n | NaN scores | "
+             "published abs(rho) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, entry in report.items():
+        cells = [f"{entry[m]:.3f} [{entry[f'{m}_ci'][0]:.3f}, {entry[f'{m}_ci'][1]:.3f}]"
+                 for m in ("spearman", "kendall")]
+        published = "-" if entry["published_spearman"] is None else f"{entry['published_spearman']:.3f}"
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {entry['n']} | {entry['nan_scores']} | {published} |")
+    return "\n".join(lines)
