@@ -1,0 +1,188 @@
+"""NAS-Bench-201 scoring speed: batched (fastnas.proxies.batched) against the one-network-at-a-time loop.
+
+The loop is what `fastnas proxies --gt` does for every architecture: seed, build the NB201Network, score it with
+the registry (`score_many`: a private deep copy, hooks, its own passes). The batched path scores the same cells
+with `score_nb201` on one SharedNB201, built once and counted in the time. Cases (the issue's targets in
+brackets):
+
+* ``data-free``: synflow + params + flops of one all-ones image (>= 10x), and the all-cells time of the 15,625
+  cells with them (<= 10 minutes on the 2-core CPU; <= 1 minute on a GPU);
+* ``jacov``, ``nwot``, ``snip``, ``grad_norm``: each alone on a 64-image batch (>= 5x).
+
+Networks at the benchmark's size: C = 16, N = 5, 32x32 images (CIFAR-10's shape, random pixels: the time does not
+depend on them), 10 classes.
+
+`pytest bench/bench_nb201_scoring.py` times every case (pytest-benchmark, impl "fused" = batched, "eager" = loop,
+so `python -m fastnas.benchmarks RESULTS.json` prints loop / batched); with --benchmark-disable (CI) each runs once
+on a tiny setting and the batched scores are checked against the loop's on the shared weights.
+`python bench/bench_nb201_scoring.py [--device cuda] [--all-cells]` measures the ratios and the all-cells time and
+writes bench/results/nb201-scoring-<host>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastnas.proxies import score_many
+from fastnas.proxies.batched import SharedNB201, score_nb201
+from fastnas.search_spaces import nb201
+
+RESULTS = Path(__file__).parent / "results"
+CASES = {"data-free": ["synflow", "params", "flops"], "jacov": ["jacov"], "nwot": ["nwot"], "snip": ["snip"],
+         "grad_norm": ["grad_norm"]}
+
+
+@dataclass
+class Setting:
+    """The cells, network size and batch of one measurement."""
+
+    cells: int
+    C: int = 16
+    N: int = 5
+    side: int = 32
+    batch_size: int = 64
+    device: str = "cpu"
+    seed: int = 0
+
+    def archs(self) -> list[str]:
+        rng = random.Random(self.seed)
+        return [nb201.all_archs()[i] for i in rng.sample(range(15625), self.cells)]
+
+    def batch(self, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """64 images for the data proxies; the one image the data-free ones read its shape from."""
+        size = 1 if set(names) <= {"synflow", "params", "flops"} else self.batch_size
+        gen = torch.Generator().manual_seed(self.seed)
+        images = torch.randn(size, 3, self.side, self.side, generator=gen)
+        return images.to(self.device), torch.randint(0, 10, (size,), generator=gen).to(self.device)
+
+
+def loop(names: list[str], setting: Setting, archs: list[str]) -> dict[str, list[float]]:
+    """Today's path: per architecture seed, build, score_many."""
+    batch = setting.batch(names)
+    scores = {name: [] for name in names}
+    for arch in archs:
+        torch.manual_seed(setting.seed)
+        net = nb201.build(arch, setting.C, setting.N).to(setting.device)
+        for name, value in score_many(names, net, batch).items():
+            scores[name].append(value)
+    return scores
+
+
+def batched(names: list[str], setting: Setting, archs: list[str]) -> dict[str, torch.Tensor]:
+    torch.manual_seed(setting.seed)
+    shared = SharedNB201(setting.C, setting.N).to(setting.device)
+    batch = None if names == CASES["data-free"] else setting.batch(names)
+    return score_nb201(names, archs, shared, batch, image_size=setting.side)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def seconds(function, device: str, repeats: int = 1) -> float:
+    """Best of `repeats` wall-clock times of function()."""
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        function()
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+# --- pytest-benchmark ------------------------------------------------------------------------------------------
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def check_against_the_loop(names: list[str], setting: Setting, archs: list[str]) -> None:
+    """Batched scores equal the registry's on the networks holding the shared weights."""
+    torch.manual_seed(setting.seed)
+    shared = SharedNB201(setting.C, setting.N).to(setting.device)
+    batch = setting.batch(names)
+    got = score_nb201(names, archs, shared, None if names == CASES["data-free"] else batch,
+                      image_size=setting.side)
+    for i, arch in enumerate(archs):
+        want = score_many(names, shared.network(arch), batch)
+        for name in names:
+            assert got[name][i].item() == pytest.approx(want[name], rel=1e-4, abs=1e-6, nan_ok=True), (arch, name)
+
+
+@pytest.mark.parametrize("impl", ["fused", "eager"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("device", DEVICES)
+def test_nb201_scoring(benchmark, case, impl, device):
+    names = CASES[case]
+    if benchmark.disabled:
+        setting = Setting(cells=4, C=4, N=1, side=16, batch_size=8, device=device)
+    else:
+        setting = Setting(cells=32 if case == "data-free" else 8, device=device)
+    archs = setting.archs()
+    benchmark.group = f"nb201 scoring {case}"
+    benchmark.extra_info.update(op="nb201_scoring", label=f"{case} {setting.cells} cells C{setting.C} N{setting.N}",
+                                dtype="float32", device=device, impl=impl)
+    if impl == "fused":
+        if benchmark.disabled:
+            check_against_the_loop(names, setting, archs)
+        benchmark.pedantic(lambda: (batched(names, setting, archs), synchronize(device)), rounds=1 if
+                           benchmark.disabled else 3, iterations=1, warmup_rounds=0 if benchmark.disabled else 1)
+    else:
+        benchmark.pedantic(lambda: (loop(names, setting, archs), synchronize(device)), rounds=1, iterations=1)
+
+
+# --- ratios and the all-cells time for bench/results --------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cells", type=int, default=64, help="cells of the data-free comparison")
+    parser.add_argument("--data-cells", type=int, default=16, help="cells of each data-proxy comparison")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--all-cells", action="store_true",
+                        help="also time synflow + params + flops of all 15,625 cells batched (else an estimate)")
+    parser.add_argument("--out", default=str(RESULTS / f"nb201-scoring-{platform.node() or 'host'}.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = {}
+    for case, names in CASES.items():
+        setting = Setting(cells=args.cells if case == "data-free" else args.data_cells, device=args.device)
+        archs = setting.archs()
+        batched(names, setting, archs[:2])  # warm-up: first-call allocations
+        fast = seconds(lambda: batched(names, setting, archs), args.device, repeats=2)
+        slow = seconds(lambda: loop(names, setting, archs), args.device)
+        rows[case] = {"proxies": names, "cells": setting.cells, "batch_images": len(setting.batch(names)[1]),
+                      "batched_s": fast, "loop_s": slow, "speedup": slow / fast}
+        print(f"{case:>10}: {setting.cells} cells, loop {slow:.2f} s, batched {fast:.2f} s, {slow / fast:.1f}x",
+              flush=True)
+    per_cell = rows["data-free"]["batched_s"] / rows["data-free"]["cells"]
+    all_cells = {"estimate_s": per_cell * 15625,
+                 "estimate_from": f"{rows['data-free']['cells']} cells x 15625 / {rows['data-free']['cells']}"}
+    if args.all_cells:
+        setting = Setting(cells=15625, device=args.device)
+        all_cells["measured_s"] = seconds(lambda: batched(CASES["data-free"], setting, nb201.all_archs()),
+                                          args.device)
+    print(f"all 15,625 cells with synflow + params + flops: estimated {all_cells['estimate_s']:.0f} s"
+          + (f", measured {all_cells['measured_s']:.0f} s" if "measured_s" in all_cells else ""))
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
+    result = {"what": "loop = per cell: seed, build NB201Network, score_many; batched = score_nb201 on one "
+                      "SharedNB201 (built inside the timing). Loop timed once, batched best of 2 after a warm-up.",
+              "setting": "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
+              "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "rows": rows, "all_cells": all_cells}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
