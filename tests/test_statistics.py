@@ -159,3 +159,25 @@ def test_bad_input(call, message):
     scores, target = noisy_pair(n=10)
     with pytest.raises(ValueError, match=message):
         call(scores, target)
+
+
+def test_correlation_summaries_equal_the_single_row_functions():
+    rows = torch.stack([noisy_pair(noise=noise, seed=s)[0] for s, noise in enumerate((0.3, 1.0, 3.0))])
+    target = noisy_pair(noise=0.3, seed=0)[1]
+    summaries = statistics.correlation_summaries(rows, target, n_boot=200, n_perm=200, seed=4)
+    assert [s["vs_best"]["row"] for s in summaries] == [1, 0, 0]  # the best other row by Kendall tau
+    for i, summary in enumerate(summaries):
+        assert summary["n"] == 40
+        for method in METHODS:
+            interval = correlation_interval(rows[i], target, method, n_boot=200, seed=4)
+            assert summary[method]["value"] == pytest.approx(interval["value"], abs=1e-12)
+            assert (summary[method]["low"], summary[method]["high"]) == pytest.approx((interval["low"],
+                                                                                       interval["high"]), abs=1e-12)
+            p_value = permutation_p_value(rows[i], target, method, n_perm=200, seed=4)
+            assert summary[method]["p_value"] == pytest.approx(p_value)
+            j = summary["vs_best"]["row"]
+            difference = paired_difference(rows[i], rows[j], target, method, n_boot=200, seed=4)
+            assert summary["vs_best"][method] == pytest.approx({k: difference[k] for k in ("value", "low", "high")},
+                                                               abs=1e-12)
+    alone = statistics.correlation_summaries(rows[:1], target, n_boot=20, n_perm=20)
+    assert alone[0]["vs_best"] is None

@@ -160,14 +160,17 @@ def permutation_p_value(scores: torch.Tensor, target: torch.Tensor, method: str 
     1 / (1 + n_perm). NaN when the observed correlation is NaN (constant scores or target).
     """
     scores, target = _check_inputs(scores, target, method, dims=1)
-    observed = rank_corr(scores[None], target, method)[0].item()
-    if math.isnan(observed):
-        return math.nan
-    null = permutation_correlations(scores[None], target, method, permutation_indices(scores.shape[0], n_perm,
-                                                                                      seed))[0]
+    observed = rank_corr(scores[None], target, method)
+    null = permutation_correlations(scores[None], target, method, permutation_indices(scores.shape[0], n_perm, seed))
+    return _p_values(observed, null)[0]
+
+
+def _p_values(observed: torch.Tensor, null: torch.Tensor) -> list[float]:
+    """Two-sided add-one p-values of observed [P] against the permutation correlations null [P, M]."""
     # A relative tolerance so a permutation that ties the observed value counts despite rounding.
-    as_extreme = int((null.abs() >= abs(observed) * (1 - 1e-12)).sum())
-    return (1 + as_extreme) / (1 + n_perm)
+    as_extreme = (null.abs() >= observed.abs()[:, None] * (1 - 1e-12)).sum(dim=1)
+    return [math.nan if math.isnan(value) else (1 + int(count)) / (1 + null.shape[1])
+            for value, count in zip(observed.tolist(), as_extreme)]
 
 
 def paired_difference(scores_a: torch.Tensor, scores_b: torch.Tensor, target: torch.Tensor,
@@ -191,3 +194,42 @@ def paired_difference(scores_a: torch.Tensor, scores_b: torch.Tensor, target: to
 def excludes_zero(interval: dict) -> bool:
     """True when an interval {"low", "high"} lies wholly on one side of 0 (NaN bounds: False)."""
     return bool(interval["low"] > 0 or interval["high"] < 0)
+
+
+def _without_nan(values: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isnan(values), -math.inf, values)
+
+
+def correlation_summaries(scores: torch.Tensor, target: torch.Tensor, n_boot: int = 1000, n_perm: int = 1000,
+                          seed: int = 0, level: float = 0.95) -> list[dict]:
+    """Everything a proxy table reports about each row of scores [P, N] (no NaN), all rows on the same resamples.
+
+    Returns one dict per row:
+        {"kendall": {"value", "low", "high", "p_value"}, "spearman": {...}, "n": N,
+         "vs_best": {"row": j, "kendall": {"value", "low", "high"}, "spearman": {...}}}
+    where j is the other row with the highest Kendall tau (vs_best is None when P = 1) and vs_best holds the
+    paired difference row - row j (`paired_difference` for every pair at once: the same bootstrap
+    indices for every row and both correlations).
+    """
+    scores, target = _check_inputs(scores, target, "kendall", dims=2)
+    _check_level(level)
+    rows, n = scores.shape
+    indices, permutations = bootstrap_indices(n, n_boot, seed), permutation_indices(n, n_perm, seed)
+    kendall = _without_nan(rank_corr(scores, target, "kendall"))
+    out: list[dict] = []
+    for i in range(rows):
+        others = [j for j in range(rows) if j != i]
+        best = max(others, key=lambda j: kendall[j].item()) if others else None
+        out.append({"n": n, "vs_best": None if best is None else {"row": best}})
+    for method in CORRELATIONS:
+        values = rank_corr(scores, target, method)
+        samples = bootstrap_correlations(scores, target, method, indices)
+        p_values = _p_values(values, permutation_correlations(scores, target, method, permutations))
+        for i, row in enumerate(out):
+            low, high = percentile_interval(samples[i], level)
+            row[method] = {"value": values[i].item(), "low": low, "high": high, "p_value": p_values[i]}
+            if row["vs_best"] is not None:
+                j = row["vs_best"]["row"]
+                low, high = percentile_interval(samples[i] - samples[j], level)
+                row["vs_best"][method] = {"value": (values[i] - values[j]).item(), "low": low, "high": high}
+    return out
