@@ -353,6 +353,8 @@ def test_a_killed_benchmark_run_continues(table_file, tmp_path, monkeypatch):
                                                       "NAS-Bench-201's cifar10 networks take 3x32x32 images"),
     (["--sample", "25"], r"sample: expected 'all' or a number of cells in 1\.\.24"),
     (["--proxies", "synflow,zen"], "proxy: unknown name 'zen'"),
+    (["--bootstrap", "0"], "bootstrap: expected a number of resamples >= 1, got 0"),
+    (["--C", "0"], "C: expected a positive integer, got 0"),
 ])
 def test_benchmark_bad_input(table_file, tmp_path, capsys, extra, message):
     assert run(benchmark_args(table_file, tmp_path / "run", *extra)) == 2

@@ -26,8 +26,8 @@ def add_parsers(sub) -> None:
     nasbench = sub.add_parser("nasbench", help="NAS-Bench-201 as ground truth")
     commands = nasbench.add_subparsers(dest="nasbench_command", required=True)
     export = commands.add_parser("export", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                 help="write the compact CSV (arch, cifar10, cifar100, ImageNet16-120 accuracies in %%) "
-                                 "from the NATS-Bench topology files, through the optional nats_bench package")
+                                 help="write the compact CSV (arch, cifar10, cifar100, ImageNet16-120 accuracies "
+                                 "in %%) from the NATS-Bench topology files, through the optional nats_bench package")
     export.add_argument("--nats", required=True, help="the NATS-tss-v1_0-3ffb9-simple folder (read in fast mode, a "
                         "file per cell) or a NATS-tss .pickle.pbz2 file")
     export.add_argument("--out", required=True, help="the CSV to write")

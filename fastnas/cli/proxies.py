@@ -140,6 +140,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     if needing_data and not args.data:
         raise ValueError(f"data: proxies {needing_data} read a batch of images; pass --data cifar10:PATH, "
                          "cifar100:PATH, imagenet16:PATH (or synthetic), or only params, flops and synflow")
+    if args.bootstrap < 1:
+        raise ValueError(f"bootstrap: expected a number of resamples >= 1, got {args.bootstrap}")
     rows = sample_indices(len(table), args.sample, args.seed)
     archs = [table.archs[i] for i in rows]
     classes, side = NETWORK[args.dataset]
