@@ -52,6 +52,7 @@ class Setting:
     batch_size: int = 64
     device: str = "cpu"
     seed: int = 0
+    archs_per_pass: int | None = None  # None: score_nb201's defaults
 
     def archs(self) -> list[str]:
         rng = random.Random(self.seed)
@@ -81,7 +82,7 @@ def batched(names: list[str], setting: Setting, archs: list[str]) -> dict[str, t
     torch.manual_seed(setting.seed)
     shared = SharedNB201(setting.C, setting.N).to(setting.device)
     batch = None if names == CASES["data-free"] else setting.batch(names)
-    return score_nb201(names, archs, shared, batch, image_size=setting.side)
+    return score_nb201(names, archs, shared, batch, image_size=setting.side, archs_per_pass=setting.archs_per_pass)
 
 
 def synchronize(device: str) -> None:
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cells", type=int, default=64, help="cells of the data-free comparison")
     parser.add_argument("--data-cells", type=int, default=16, help="cells of each data-proxy comparison")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--archs-per-pass", type=int, default=None, help="cells per batched pass (default: "
+                        "score_nb201's)")
     parser.add_argument("--all-cells", action="store_true",
                         help="also time synflow + params + flops of all 15,625 cells batched (else an estimate)")
     parser.add_argument("--out", default=str(RESULTS / f"nb201-scoring-{platform.node() or 'host'}.json"))
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     rows = {}
     for case, names in CASES.items():
-        setting = Setting(cells=args.cells if case == "data-free" else args.data_cells, device=args.device)
+        setting = Setting(cells=args.cells if case == "data-free" else args.data_cells, device=args.device,
+                          archs_per_pass=args.archs_per_pass)
         archs = setting.archs()
         batched(names, setting, archs[:2])  # warm-up: first-call allocations
         fast = seconds(lambda: batched(names, setting, archs), args.device, repeats=2)
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     all_cells = {"estimate_s": per_cell * 15625,
                  "estimate_from": f"{rows['data-free']['cells']} cells x 15625 / {rows['data-free']['cells']}"}
     if args.all_cells:
-        setting = Setting(cells=15625, device=args.device)
+        setting = Setting(cells=15625, device=args.device, archs_per_pass=args.archs_per_pass)
         all_cells["measured_s"] = seconds(lambda: batched(CASES["data-free"], setting, nb201.all_archs()),
                                           args.device)
     print(f"all 15,625 cells with synflow + params + flops: estimated {all_cells['estimate_s']:.0f} s"
@@ -178,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                       "SharedNB201 (built inside the timing). Loop timed once, batched best of 2 after a warm-up.",
               "setting": "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
               "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
+              "archs_per_pass": args.archs_per_pass,
               "torch": torch.__version__, "rows": rows, "all_cells": all_cells}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -181,7 +181,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         for missing, pending in todo.items():
             for start in range(0, len(pending), BENCHMARK_CHUNK):
                 chunk = pending[start:start + BENCHMARK_CHUNK]
-                scores = score_nb201(missing, chunk, shared, batch, image_size=side, teacher=teacher)
+                scores = score_nb201(missing, chunk, shared, batch, image_size=side, teacher=teacher,
+                                     archs_per_pass=args.archs_per_pass)
                 cache.add_many({arch: {name: scores[name][i].item() for name in missing}
                                 for i, arch in enumerate(chunk)})
                 bar.update(len(chunk))
@@ -224,6 +225,9 @@ def add_parsers(sub) -> None:
                          help="--benchmark: channels of the first stage (the benchmark trained C=16; another value "
                          "scores a narrower network, fastnas's choice for quick runs)")
     proxies.add_argument("--N", type=int, default=BENCHMARK_N, help="--benchmark: cells per stage (the benchmark's: 5)")
+    proxies.add_argument("--archs-per-pass", type=int, default=None,
+                         help="--benchmark: cells per batched pass (default: 64 for synflow, 256 images' worth for "
+                         "the data proxies; more on a large GPU)")
     proxies.add_argument("--bootstrap", type=int, default=1000,
                          help="--benchmark: resamples of the cells for the 95%% intervals")
     proxies.add_argument("--data", default=None,
