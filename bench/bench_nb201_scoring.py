@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--archs-per-pass", type=int, default=None, help="cells per batched pass (default: "
                         "score_nb201's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="plumbing only: 4 cells at C=4, N=1, 16x16, 8 images (the ratios mean nothing)")
     parser.add_argument("--all-cells", action="store_true",
                         help="also time synflow + params + flops of all 15,625 cells batched (else an estimate)")
     parser.add_argument("--out", default=str(RESULTS / f"nb201-scoring-{platform.node() or 'host'}.json"))
@@ -157,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = {}
+    size = {"C": 4, "N": 1, "side": 16, "batch_size": 8} if args.quick else {}
     for case, names in CASES.items():
-        setting = Setting(cells=args.cells if case == "data-free" else args.data_cells, device=args.device,
-                          archs_per_pass=args.archs_per_pass)
+        cells = 4 if args.quick else args.cells if case == "data-free" else args.data_cells
+        setting = Setting(cells=cells, device=args.device, archs_per_pass=args.archs_per_pass, **size)
         archs = setting.archs()
         batched(names, setting, archs[:2])  # warm-up: first-call allocations
         fast = seconds(lambda: batched(names, setting, archs), args.device, repeats=2)
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     all_cells = {"estimate_s": per_cell * 15625,
                  "estimate_from": f"{rows['data-free']['cells']} cells x 15625 / {rows['data-free']['cells']}"}
     if args.all_cells:
-        setting = Setting(cells=15625, device=args.device, archs_per_pass=args.archs_per_pass)
+        setting = Setting(cells=15625, device=args.device, archs_per_pass=args.archs_per_pass, **size)
         all_cells["measured_s"] = seconds(lambda: batched(CASES["data-free"], setting, nb201.all_archs()),
                                           args.device)
     print(f"all 15,625 cells with synflow + params + flops: estimated {all_cells['estimate_s']:.0f} s"
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
     result = {"what": "loop = per cell: seed, build NB201Network, score_many; batched = score_nb201 on one "
                       "SharedNB201 (built inside the timing). Loop timed once, batched best of 2 after a warm-up.",
-              "setting": "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
+              "setting": "--quick: C=4, N=1, 16x16, 8 images (plumbing only)" if args.quick else
+                         "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
               "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
               "archs_per_pass": args.archs_per_pass,
               "torch": torch.__version__, "rows": rows, "all_cells": all_cells}
