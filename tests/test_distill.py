@@ -316,18 +316,19 @@ def test_torchscript_with_wrong_return_is_refused(tmp_path):
 # --------------------------------------------------------------------------- torchvision (faked: not installed here)
 
 class TinyResNet(nn.Module):
-    """Has a ResNet's conv1/layer2/layer3/layer4/fc, each layer halving the resolution."""
+    """Has a ResNet's conv1/layer1..layer4/fc: layer1 keeps the resolution, layer2..4 halve it."""
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.layer2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.layer1 = nn.Conv2d(4, 5, 3, padding=1)
+        self.layer2 = nn.Conv2d(5, 6, 3, stride=2, padding=1)
         self.layer3 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
         self.layer4 = nn.Conv2d(8, 10, 3, stride=2, padding=1)
         self.fc = nn.Linear(10, num_classes)
 
     def forward(self, x):
-        x = self.layer4(self.layer3(self.layer2(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
         return self.fc(x.mean((2, 3)))
 
 
@@ -338,16 +339,31 @@ def fake_torchvision(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", fake)
 
 
-def test_torchvision_features_come_from_layer2_to_4(fake_torchvision, tmp_path):
-    dataset = split_dataset(train=4, test=4)
+@pytest.mark.parametrize("size, layers, shapes", [
+    (16, ["layer2", "layer3", "layer4"], [(6, 8, 8), (8, 4, 4), (10, 2, 2)]),
+    # layer4 would be 1x1 on 8x8 images (a constant attention map): the three layers before it
+    (8, ["layer1", "layer2", "layer3"], [(5, 8, 8), (6, 4, 4), (8, 2, 2)]),
+])
+def test_torchvision_features_are_the_deepest_layers_with_maps_of_2x2_or_more(fake_torchvision, tmp_path, size,
+                                                                              layers, shapes):
+    dataset = split_dataset(train=4, test=4, size=size)
     model = TinyResNet(num_classes=2)
     torch.save(model.state_dict(), tmp_path / "w.pt")
     teacher = load_teacher(f"torchvision:tinyresnet:{tmp_path / 'w.pt'}", dataset)
-    assert teacher.stage_shapes == [(6, 4, 4), (8, 2, 2), (10, 1, 1)]
+    assert teacher.stage_shapes == shapes
+    assert teacher.summary()["feature_layers"] == layers and teacher.test_accuracy is None
     x = dataset.test.images
     logits, features = teacher(x)
     torch.testing.assert_close(logits, model(x))
-    torch.testing.assert_close(features[0], model.layer2(model.conv1(x)))
+    first = model.layer1(model.conv1(x))
+    torch.testing.assert_close(features[0], first if size == 8 else model.layer2(first))
+
+
+def test_torchvision_refuses_images_too_small_for_three_layers(fake_torchvision, tmp_path):
+    torch.save(TinyResNet(num_classes=2).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match=r"for 4x4 images .* layer1 4x4, layer2 2x2, layer3 1x1, layer4 1x1; "
+                                         r"distillation needs 3 consecutive layers with maps of at least 2x2"):
+        load_teacher(f"torchvision:tinyresnet:{tmp_path / 'w.pt'}", split_dataset(train=4, test=4, size=4))
 
 
 def test_torchvision_errors(fake_torchvision, monkeypatch, tmp_path):

@@ -57,6 +57,18 @@ def _check_pairs(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[
             raise ValueError(f"student_feats[{i}]: batch {s.shape[0]} differs from the teacher's {t.shape[0]}")
 
 
+def _check_attention_sizes(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], student_feats: Sequence[torch.Tensor],
+                           teacher_feats: Sequence[torch.Tensor]) -> None:
+    """ValueError for a stage compared at 1x1: its normalized attention map is 1 whatever the inputs, so that AT
+    term would be exactly 0 (e.g. a torchvision ResNet's layer4 on 32x32 images)."""
+    for i, (s, _) in enumerate(pairs):
+        if s.shape[-2] * s.shape[-1] == 1:
+            raise ValueError(
+                f"student_feats[{i}]: stage {i + 1} is compared at 1x1 (student {tuple(student_feats[i].shape[-2:])}, "
+                f"teacher {tuple(teacher_feats[i].shape[-2:])}); a 1x1 attention map is constant and its AT term "
+                "always 0: give the teacher's (or student's) features of larger maps at that stage")
+
+
 class ATLoss(nn.Module):
     """Attention-transfer loss over stage pairs: d_i = mean((a(s_i) - a(t_i))^2) per pair, scaled by beta.
 
@@ -77,7 +89,8 @@ class ATLoss(nn.Module):
 
     forward(student_feats, teacher_feats): lists of [B, C_i, H_i, W_i] (channels
     may differ within a pair); a pair whose H, W differ is pooled to the smaller
-    size first. Returns a 0-d tensor; the teacher gets no gradient.
+    size first; a pair compared at 1x1 is refused (ValueError: its AT term would always be 0).
+    Returns a 0-d tensor; the teacher gets no gradient.
     """
 
     def __init__(self, p: float = 2.0, beta: float = 1000.0, reduction: str = "half-sum"):
@@ -92,6 +105,7 @@ class ATLoss(nn.Module):
         _check_pairs(student_feats, teacher_feats)
         # The teacher in the student's dtype: under autocast a scripted teacher may still give float32.
         pairs = [match_spatial(s, t.detach().to(s.dtype)) for s, t in zip(student_feats, teacher_feats)]
+        _check_attention_sizes(pairs, student_feats, teacher_feats)
         student, teacher = [s for s, _ in pairs], [t for _, t in pairs]
         scale = self.beta / 2 if self.reduction == "half-sum" else self.beta / len(pairs)
         return scale * ops.at_loss(student, teacher, self.p)

@@ -5,40 +5,69 @@ the features at the ends of its three stages. ``load_teacher`` turns a spec
 string into a frozen ``Teacher``:
 
 - ``builtin``: a ``TeacherResNet`` trained on the dataset once, then cached;
-- ``checkpoint:PATH``: a ``TeacherResNet`` saved with ``save_teacher_checkpoint``;
+- ``checkpoint:PATH``: a network saved with ``save_teacher_checkpoint``: a
+  ``TeacherResNet`` or any network class registered with ``register_teacher_arch``
+  (the DARTS evaluation networks of fastnas.search_spaces.darts_eval, so a genotype
+  retrained by ``fastnas train`` teaches: the DNAD authors' CIFAR teacher is such a
+  network, C = 36, loaded whole by RaoXuan-1998/NADD train_search_cifar.py);
 - ``torchscript:PATH``: any scripted/traced module with the return form above;
 - ``torchvision:NAME:WEIGHTS.pt``: a torchvision ResNet with weights from a local
-  file, features taken from layer2, layer3 and layer4 by forward hooks.
+  file, features taken by forward hooks from the deepest three consecutive of
+  layer1..layer4 whose maps are at least 2x2 for the dataset's images (layer2-4
+  at 224x224, layer1-3 at 32x32, where layer4's map is 1x1: the attention map of
+  a 1x1 map is constant and its AT term always 0).
+
+The loaded ``Teacher`` carries the test accuracy recorded with it (``test_accuracy``,
+None when unknown) and ``summary()``, what a run records about its teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Callable, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..runs import CHECKPOINT_MARK, atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 TEACHER_SPECS = ("builtin", "checkpoint:PATH", "torchscript:PATH", "torchvision:NAME:WEIGHTS.pt")
-CHECKPOINT_FORMAT = "fastnas.TeacherResNet/1"
+CHECKPOINT_FORMAT = "fastnas.teacher/2"
+LEGACY_CHECKPOINT_FORMAT = "fastnas.TeacherResNet/1"  # a TeacherResNet without "arch": cached built-in teachers
 # Epochs of the built-in teacher: ~99% test accuracy on digits (1347 train images) in ~5 s on 2 CPU cores.
 BUILTIN_EPOCHS = 15
 # The built-in recipe; part of the cache key, so changing it retrains instead of reusing a stale file.
 BUILTIN_RECIPE = {"widths": [32, 64, 128], "blocks": 2, "lr": 0.05, "momentum": 0.9, "nesterov": True,
                   "weight_decay": 5e-4, "batch_size": 128}
 STAGES = 3
-# Where a torchvision ResNet's three stage features are read.
-TORCHVISION_FEATURE_LAYERS = ("layer2", "layer3", "layer4")
+# The layers of a torchvision ResNet among which its three stage features are chosen (see _feature_layers).
+TORCHVISION_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+# Networks a teacher checkpoint may hold: "arch" name -> the class (with config() and from_config(config)).
+TEACHER_ARCHS: dict[str, type] = {}
+
+
+def register_teacher_arch(name: str) -> Callable[[type], type]:
+    """Class decorator: `save_teacher_checkpoint` saves instances of the class under `name`, and
+    ``checkpoint:PATH`` rebuilds them. The class needs ``config()`` (its constructor arguments in JSON types)
+    and a classmethod ``from_config(config)``. The checkpoint also records the class's module, which the
+    loader imports when the name is not registered yet (only modules of fastnas)."""
+    def register(cls: type) -> type:
+        if TEACHER_ARCHS.get(name, cls) is not cls:
+            raise ValueError(f"register_teacher_arch: {name!r} is already {TEACHER_ARCHS[name].__qualname__}")
+        TEACHER_ARCHS[name] = cls
+        cls.teacher_arch = name
+        return cls
+    return register
 
 
 # --------------------------------------------------------------------------- networks
@@ -62,6 +91,7 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
+@register_teacher_arch("TeacherResNet")
 class TeacherResNet(nn.Module):
     """A small ResNet whose stages line up with a DARTS super-network's.
 
@@ -105,6 +135,10 @@ class TeacherResNet(nn.Module):
         return {"in_channels": self.in_channels, "num_classes": self.num_classes,
                 "widths": list(self.stage_channels), "blocks": self.blocks}
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "TeacherResNet":
+        return cls(**config)
+
 
 class _HookedFeatures(nn.Module):
     """Adapts a plain classifier: forward(x) -> (its logits, outputs of ``layers`` captured by forward hooks)."""
@@ -146,11 +180,16 @@ class Teacher(nn.Module):
     One probe forward on zeros of ``input_shape`` (C, H, W) at construction
     validates the model's return form and records ``stage_shapes`` [(C_i, H_i, W_i)],
     ``stage_channels`` [C_i] and ``num_classes`` for that input size.
+    ``test_accuracy`` (in [0, 1], or None when unknown) and ``info`` (JSON facts:
+    the spec, the network) come from the loader; ``summary()`` puts them together.
     """
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int]):
+    def __init__(self, model: nn.Module, input_shape: Sequence[int], test_accuracy: float | None = None,
+                 info: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
+        self.test_accuracy = None if test_accuracy is None else float(test_accuracy)
+        self.info = dict(info or {})
         self.input_shape = tuple(int(d) for d in input_shape)
         self.requires_grad_(False)
         self.eval()
@@ -162,6 +201,11 @@ class Teacher(nn.Module):
 
     def train(self, mode: bool = True) -> "Teacher":
         return super().train(False)
+
+    def summary(self) -> dict[str, Any]:
+        """What a run records about its teacher (config.json): info, test_accuracy, stage_shapes, num_classes."""
+        return {**self.info, "test_accuracy": self.test_accuracy,
+                "stage_shapes": [list(shape) for shape in self.stage_shapes], "num_classes": self.num_classes}
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -272,50 +316,79 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir).expanduser()
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_teacher_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata: Any) -> None:
+    """Save a network of a registered class (``register_teacher_arch``: TeacherResNet, the DARTS evaluation
+    networks) for ``load_teacher("checkpoint:PATH", ...)``, atomically.
 
-
-def save_teacher_checkpoint(model: TeacherResNet, path: str | os.PathLike, **metadata: Any) -> None:
-    """Save a ``TeacherResNet`` for ``load_teacher("checkpoint:PATH", ...)``, atomically.
-
-    The file holds {"format", "config" (constructor arguments), "state_dict"} and
-    any ``metadata`` (e.g. test_accuracy).
+    The file holds {"format", "arch" (the registered name), "module" (where the class is defined),
+    "config" (constructor arguments), "state_dict"} and any ``metadata``; ``test_accuracy`` (in [0, 1]) is
+    what the loaded Teacher reports as its test accuracy.
     """
+    arch = getattr(type(model), "teacher_arch", None)
+    if TEACHER_ARCHS.get(arch) is not type(model):
+        raise ValueError(f"model: {type(model).__name__} is not a registered teacher network "
+                         f"({', '.join(TEACHER_ARCHS)}); register its class with register_teacher_arch, "
+                         "or export it with torch.jit.script and load it as torchscript:PATH")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_save({**metadata, "format": CHECKPOINT_FORMAT, "config": model.config(), "state_dict": state},
-                 Path(path))
+    payload = {**metadata, "format": CHECKPOINT_FORMAT, "arch": arch, "module": type(model).__module__,
+               "config": model.config(), "state_dict": state}
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 
 
-def _load_checkpoint(path: Path, dataset: Any) -> tuple[TeacherResNet, dict[str, Any]]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not (isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
-            and isinstance(payload.get("config"), dict) and isinstance(payload.get("state_dict"), dict)):
-        raise ValueError(f"teacher: {path} is not a fastnas teacher checkpoint (expected a dict with "
-                         f"format={CHECKPOINT_FORMAT!r}, 'config' and 'state_dict', as save_teacher_checkpoint writes)")
+def _not_a_checkpoint(path: Path, why: str) -> ValueError:
+    return ValueError(f"teacher: {path} is not a fastnas teacher checkpoint ({why}); give a file written by "
+                      "fastnas.distill.save_teacher_checkpoint (fastnas train writes its network as one), or load "
+                      "other networks as torchscript:PATH or torchvision:NAME:WEIGHTS.pt")
+
+
+def _teacher_class(path: Path, payload: dict[str, Any]) -> type:
+    """The registered class of a checkpoint's network, importing the fastnas module that registers it."""
+    arch, module = payload.get("arch"), payload.get("module")
+    if arch not in TEACHER_ARCHS and isinstance(module, str) and module.startswith("fastnas."):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"teacher: {path} holds a {arch!r} network from {module}, which this fastnas "
+                             f"cannot import ({err})") from err
+    if arch not in TEACHER_ARCHS:
+        raise ValueError(f"teacher: {path} holds a {arch!r} network; this fastnas knows "
+                         f"{', '.join(TEACHER_ARCHS)}")
+    return TEACHER_ARCHS[arch]
+
+
+def _load_checkpoint(path: Path, dataset: Any) -> tuple[nn.Module, dict[str, Any]]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # what torch.load raises depends on the bytes: pickle, zip, EOF, IndexError...
+        raise _not_a_checkpoint(path, f"torch.load cannot read it: {type(err).__name__}: "
+                                      f"{str(err).split('. ')[0][:200]}") from err
+    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, LEGACY_CHECKPOINT_FORMAT):
+        found = f"a dict with format={payload.get('format')!r}" if isinstance(payload, dict) else \
+            type(payload).__name__
+        if isinstance(payload, dict) and payload.get(CHECKPOINT_MARK) is not None:
+            found = "a run folder's training checkpoint (checkpoint.pt)"
+        raise _not_a_checkpoint(path, f"found {found}, expected a dict with format={CHECKPOINT_FORMAT!r}")
+    if not (isinstance(payload.get("config"), dict) and isinstance(payload.get("state_dict"), dict)):
+        raise _not_a_checkpoint(path, "its 'config' or 'state_dict' is missing")
+    if payload["format"] == LEGACY_CHECKPOINT_FORMAT:
+        payload = {**payload, "arch": "TeacherResNet"}
     config = payload["config"]
     if (config.get("in_channels"), config.get("num_classes")) != (dataset.in_channels, dataset.num_classes):
         raise ValueError(f"teacher: {path} is for {config.get('in_channels')}-channel inputs and "
                          f"{config.get('num_classes')} classes, the dataset {dataset.name!r} has "
                          f"{dataset.in_channels} and {dataset.num_classes}")
-    model = TeacherResNet(**config)
-    model.load_state_dict(payload["state_dict"])
+    model = _teacher_class(path, payload).from_config(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise _not_a_checkpoint(path, f"its weights do not fit its own {payload['arch']} config: "
+                                      f"{str(err).splitlines()[0]}") from err
     return model, payload
 
 
 def _load_builtin(dataset: Any, device: torch.device, cache_dir: str | os.PathLike | None,
-                  progress: bool) -> TeacherResNet:
+                  progress: bool) -> tuple[TeacherResNet, float]:
+    """(the built-in teacher of `dataset`, its test accuracy), from the cache or trained and cached."""
     key = {"recipe": BUILTIN_RECIPE, "epochs": BUILTIN_EPOCHS, "seed": 0, "data": _data_fingerprint(dataset)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = _cache_root(cache_dir) / "teachers" / f"{dataset.name}-{digest}.pt"
@@ -323,15 +396,50 @@ def _load_builtin(dataset: Any, device: torch.device, cache_dir: str | os.PathLi
         model, payload = _load_checkpoint(path, dataset)
         log.info("built-in teacher for %s loaded from %s (test accuracy %.2f%%)", dataset.name, path,
                  100 * payload["test_accuracy"])
-        return model
+        return model, payload["test_accuracy"]
     model, accuracy = train_builtin_teacher(dataset, epochs=BUILTIN_EPOCHS, seed=0, device=device, progress=progress)
     save_teacher_checkpoint(model, path, test_accuracy=accuracy, cache_key=key)
     log.info("built-in teacher for %s trained (test accuracy %.2f%%), cached at %s", dataset.name,
              100 * accuracy, path)
-    return model
+    return model, accuracy
 
 
-def _load_torchvision(name: str, weights: Path, dataset: Any) -> nn.Module:
+@torch.no_grad()
+def _feature_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
+    """The deepest three consecutive of the model's TORCHVISION_LAYERS whose maps are at least 2x2 for one input
+    of `input_shape` (C, H, W); ValueError listing every layer's map size when there are none.
+
+    On a 1x1 map the normalized attention map is constant, so its AT term is always exactly 0 (a torchvision
+    ResNet's layer4 on 32x32 images)."""
+    layers = [name for name in TORCHVISION_LAYERS if hasattr(model, name)]
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record_size(name: str):
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            sizes[name] = tuple(output.shape[-2:])
+        return hook
+    handles = [getattr(model, name).register_forward_hook(record_size(name)) for name in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    usable = [name for name in layers if min(sizes[name]) >= 2]
+    for end in range(len(layers), STAGES - 1, -1):
+        window = layers[end - STAGES:end]
+        if all(name in usable for name in window):
+            return window
+    described = ", ".join(f"{name} {h}x{w}" for name, (h, w) in sizes.items())
+    raise ValueError(f"teacher: for {input_shape[1]}x{input_shape[2]} images the layers of this torchvision model "
+                     f"give {described}; distillation needs {STAGES} consecutive layers with maps of at least 2x2 "
+                     "(a 1x1 attention map is constant: its AT term is always 0). Use larger images or a teacher "
+                     "whose stages keep their resolution (checkpoint:PATH, torchscript:PATH)")
+
+
+def _load_torchvision(name: str, weights: Path, dataset: Any) -> _HookedFeatures:
     try:
         import torchvision
     except ImportError as err:
@@ -341,8 +449,8 @@ def _load_torchvision(name: str, weights: Path, dataset: Any) -> nn.Module:
     if not callable(builder) or name.startswith("_"):
         raise ValueError(f"teacher: torchvision.models has no model {name!r}")
     model = builder(num_classes=dataset.num_classes)
-    if not all(hasattr(model, layer) for layer in TORCHVISION_FEATURE_LAYERS):
-        raise ValueError(f"teacher: torchvision model {name!r} has no {'/'.join(TORCHVISION_FEATURE_LAYERS)}; "
+    if sum(hasattr(model, layer) for layer in TORCHVISION_LAYERS) < STAGES or not hasattr(model, "conv1"):
+        raise ValueError(f"teacher: torchvision model {name!r} has no conv1 and {'/'.join(TORCHVISION_LAYERS)}; "
                          "only ResNet-style models are supported (export others with torchscript:PATH)")
     if model.conv1.in_channels != dataset.in_channels:
         raise ValueError(f"teacher: torchvision {name} takes {model.conv1.in_channels}-channel images, "
@@ -352,7 +460,9 @@ def _load_torchvision(name: str, weights: Path, dataset: Any) -> nn.Module:
     except RuntimeError as err:
         raise ValueError(f"teacher: {weights} does not fit torchvision.models.{name}"
                          f"(num_classes={dataset.num_classes}): {err}") from err
-    return _HookedFeatures(model, TORCHVISION_FEATURE_LAYERS)
+    layers = _feature_layers(model, (dataset.in_channels, dataset.image_size, dataset.image_size))
+    log.info("torchvision teacher %s: stage features from %s", name, ", ".join(layers))
+    return _HookedFeatures(model, layers)
 
 
 def load_teacher(spec: str, dataset: Any, device: str | torch.device = "cpu",
@@ -361,11 +471,15 @@ def load_teacher(spec: str, dataset: Any, device: str | torch.device = "cpu",
 
     ``cache_dir`` (built-in teacher only) defaults to $FASTNAS_CACHE or ~/.cache/fastnas;
     the trained teacher is kept in ``<cache_dir>/teachers/<dataset>-<hash>.pt``.
+    The Teacher's ``test_accuracy`` is the one recorded with a checkpoint or the built-in teacher
+    (None for torchscript and torchvision teachers); ``summary()`` is what a run records.
     """
     device = torch.device(device)
     kind, _, rest = spec.partition(":")
+    accuracy, info = None, {"spec": spec}
     if spec == "builtin":
-        model = _load_builtin(dataset, device, cache_dir, progress)
+        model, accuracy = _load_builtin(dataset, device, cache_dir, progress)
+        info["arch"] = "TeacherResNet"
     elif kind in ("checkpoint", "torchscript", "torchvision") and rest:
         name, weights = rest.split(":", 1) if kind == "torchvision" and ":" in rest else ("", rest)
         if kind == "torchvision" and not name:
@@ -374,14 +488,17 @@ def load_teacher(spec: str, dataset: Any, device: str | torch.device = "cpu",
         if not path.is_file():
             raise FileNotFoundError(f"teacher: {path} does not exist (from teacher={spec!r})")
         if kind == "checkpoint":
-            model = _load_checkpoint(path, dataset)[0]
+            model, payload = _load_checkpoint(path, dataset)
+            accuracy, info["arch"] = payload.get("test_accuracy"), payload["arch"]
         elif kind == "torchscript":
             model = torch.jit.load(str(path), map_location="cpu")
         else:
             model = _load_torchvision(name, path, dataset)
+            info.update(arch=f"torchvision.models.{name}", feature_layers=model.layers)
     else:
         raise ValueError(f"teacher: expected one of {', '.join(TEACHER_SPECS)}, got {spec!r}")
-    teacher = Teacher(model.to(device), (dataset.in_channels, dataset.image_size, dataset.image_size))
+    teacher = Teacher(model.to(device), (dataset.in_channels, dataset.image_size, dataset.image_size),
+                      test_accuracy=accuracy, info=info)
     if teacher.num_classes != dataset.num_classes:
         raise ValueError(f"teacher: {spec!r} predicts {teacher.num_classes} classes, the dataset "
                          f"{dataset.name!r} has {dataset.num_classes}")

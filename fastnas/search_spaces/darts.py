@@ -1,4 +1,4 @@
-"""The DARTS cell search space: super-network, genotypes and the discrete network.
+"""The DARTS cell search space: super-network and genotypes (the retrained networks: darts_eval.py).
 
 One super-network serves DARTS/SD-DARTS and DNAD:
 - DARTS (``mode="softmax"``, ``alpha_per_cell=False``): normal and reduction cells
@@ -26,8 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..nn import MixedNode, darts_node
-from ..nn.darts_ops import (DARTS_PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, check_primitives,
-                            make_op, takes_relu_input)
+from ..nn.darts_ops import DARTS_PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, check_primitives
 
 # (op name, index of the input state: 0, 1 = the cell inputs, 2 + j = node j)
 Edge = tuple[str, int]
@@ -86,7 +85,7 @@ class Genotype:
             raise FileNotFoundError(f"genotype: no file {path}")
         try:
             return cls.from_json(json.loads(path.read_text()))
-        except (KeyError, TypeError, ValueError) as err:
+        except (AttributeError, KeyError, TypeError, ValueError) as err:  # AttributeError: JSON but not an object
             raise ValueError(f"genotype: {path} is not a fastnas genotype file ({err})") from err
 
 
@@ -296,81 +295,3 @@ class SuperNetwork(nn.Module):
             candidates.sort(key=lambda c: -c[0])
             result.append([(op, edge) for _, op, edge in sorted(candidates[:top_k], key=lambda c: c[2])])
         return result
-
-
-class DiscreteCell(nn.Module):
-    """A cell of a derived architecture: each node sums its (op, input) pairs; empty nodes are dropped."""
-
-    def __init__(self, genotype_nodes: list[list[Edge]], C_pp: int, C_p: int, C: int, reduction: bool,
-                 reduction_prev: bool):
-        super().__init__()
-        self.reduction = reduction
-        self.preprocess0 = _preprocess0(C_pp, C, reduction_prev, affine=True)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=True)
-        self.node_inputs = [[source for _, source in node] for node in genotype_nodes]
-        self.node_ops = nn.ModuleList()
-        for j, node in enumerate(genotype_nodes):
-            ops = nn.ModuleList()
-            for op_name, source in node:
-                if source >= 2 + j or (source >= 2 and not genotype_nodes[source - 2]):
-                    raise ValueError(f"genotype: node {j} cannot read state {source} (states 0..{1 + j} "
-                                     "exist, and an empty node has no output)")
-                op = make_op(op_name, C, 2 if reduction and source < 2 else 1, affine=True, search=False)
-                ops.append(nn.Sequential(nn.ReLU(inplace=False), op) if takes_relu_input(op) else op)
-            self.node_ops.append(ops)
-        # An empty node is zero, and zero channels change nothing downstream: they are left out
-        # (a cell with no operation left outputs C zero channels).
-        self.concat = [2 + j for j, node in enumerate(genotype_nodes) if node]
-        self.out_channels = C * max(1, len(self.concat))
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for inputs, ops in zip(self.node_inputs, self.node_ops):
-            if not ops:
-                states.append(None)
-                continue
-            states.append(sum(op(states[source]) for op, source in zip(ops, inputs)))
-        if not self.concat:
-            stride = 2 if self.reduction else 1
-            return states[1][:, :, ::stride, ::stride].mul(0.0)
-        return torch.cat([states[i] for i in self.concat], dim=1)
-
-
-class DiscreteNetwork(nn.Module):
-    """A network built from a Genotype, trained from scratch.
-
-    forward(x) -> (logits, three stage features), like SuperNetwork.
-    """
-
-    def __init__(self, genotype: Genotype, C: int = 16, num_classes: int = 10, layers: int | None = None,
-                 in_channels: int = 3, stem_multiplier: int = 3):
-        super().__init__()
-        if genotype.cells is not None:
-            if layers not in (None, len(genotype.cells)):
-                raise ValueError(f"layers: this genotype has one entry per cell ({len(genotype.cells)} cells), "
-                                 f"got layers={layers}")
-            layers = len(genotype.cells)
-        layers = layers or genotype.meta.get("layers", 8)
-        self.stem = _Stem(in_channels, stem_multiplier * C)
-        reductions = reduction_layers(layers)
-        C_pp, C_p, C_cur = stem_multiplier * C, stem_multiplier * C, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in reductions
-            C_cur = C_cur * 2 if reduction else C_cur
-            cell = DiscreteCell(genotype.cell(i, reduction), C_pp, C_p, C_cur, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.out_channels
-        self.classifier = nn.Linear(C_p, num_classes)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        s0 = s1 = self.stem(x)
-        ends = stage_ends(len(self.cells))
-        features = []
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
-            if i in ends:
-                features.append(s1)
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(s1, 1), 1)), features

@@ -52,7 +52,8 @@ from ..nn.cost import count_flops, count_params
 from ..nn.darts_ops import check_primitives
 from ..pareto import mark_front
 from ..runs import RunFolder
-from ..search_spaces.darts import DiscreteNetwork, Genotype, SuperNetwork
+from ..search_spaces.darts import Genotype, SuperNetwork
+from ..search_spaces.darts_eval import DiscreteNetwork
 from .base import Search, at_least_float32, check_amp
 from .snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
