@@ -56,7 +56,6 @@ def test_recorded_cuda_arch_list_runs_on_every_visible_gpu():
 
 
 def test_schema_lists_forward_and_backward_ops():
-    assert len(SCHEMA_OPS) == 11
     for name in ["mixed_node", "at_loss", "rank_corr", "foreach_reduce", "pair_distance", "gram_distance"]:
         assert name in SCHEMA_OPS
     for name in ["mixed_node", "at_loss", "foreach_reduce", "pair_distance", "gram_distance"]:  # rank_corr: none

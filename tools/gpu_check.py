@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -47,9 +48,17 @@ from cxx17_check import load_setup_py  # noqa: E402
 
 MAX_FILES = 8  # the device tool brings back at most 8 files from $OUT
 SUMMARY = "gpu-check.json"
-# One test file per op family of csrc/registration.cpp: what the sanitizers check.
-OP_TEST_FILES = ["tests/test_mixed_node.py", "tests/test_at_loss.py", "tests/test_rank_corr.py",
-                 "tests/test_foreach_reduce.py", "tests/test_pair_distance.py"]
+# Ops whose tests live in another op's file (tests/test_<op>.py otherwise).
+TESTED_WITH = {"gram_distance": "pair_distance"}
+
+
+def op_test_files() -> list[str]:
+    """The test file of every op of csrc/registration.cpp (the schema): what the sanitizers check."""
+    schema = (ROOT / "csrc" / "registration.cpp").read_text()
+    ops = [name for name in re.findall(r'm\.def\("(\w+)\(', schema) if not name.endswith("_backward")]
+    return list(dict.fromkeys(f"tests/test_{TESTED_WITH.get(name, name)}.py" for name in ops))
+
+
 # Issue 16's bench, not written yet: its step runs only once the file is there (its CLI to be confirmed).
 NB201_SCORING_BENCH = "bench/bench_nb201_scoring.py"
 MIN_STEP_S = 10  # a step is not started with less of the budget left
@@ -93,16 +102,17 @@ def plan(cpu: bool, out: Path, python: str = sys.executable,
     # fastnas's choice: fewer fuzz examples than the default 200, 10 under the sanitizers (10-100x slower).
     tests = Step("gpu-tests", pytest + ["tests", "bench/bench_search_step.py", "-k", "cuda"], "tests.log", 240,
                  env={"FASTNAS_FUZZ_EXAMPLES": "50", **threads})
+    op_tests = op_test_files()
     if cpu:
-        sanitizers = [Step(f"{tool}-plain", pytest + OP_TEST_FILES + ["-k", "cuda"], "sanitizers.log", 240)
+        sanitizers = [Step(f"{tool}-plain", pytest + op_tests + ["-k", "cuda"], "sanitizers.log", 240)
                       for tool in ("memcheck", "racecheck")]
     else:
         wrap = [sanitizer or "compute-sanitizer", "--error-exitcode=1", "--report-api-errors", "no"]
         sanitizers = [
-            Step("memcheck", wrap + ["--tool", "memcheck", *pytest, *OP_TEST_FILES, "-k", "cuda"], "sanitizers.log",
+            Step("memcheck", wrap + ["--tool", "memcheck", *pytest, *op_tests, "-k", "cuda"], "sanitizers.log",
                  240, env={"FASTNAS_FUZZ_EXAMPLES": "10", "PYTORCH_NO_CUDA_MEMORY_CACHING": "1", **threads}),
             # Only fastnas's kernels (their names hold the namespace): torch's own are not ours to check.
-            Step("racecheck", wrap + ["--tool", "racecheck", "--kernel-name", "kns=fastnas", *pytest, *OP_TEST_FILES,
+            Step("racecheck", wrap + ["--tool", "racecheck", "--kernel-name", "kns=fastnas", *pytest, *op_tests,
                                       "-k", "cuda"], "sanitizers.log", 240,
                  env={"FASTNAS_FUZZ_EXAMPLES": "10", **threads})]
     # CPU: two tiny cases timed once (plumbing only); GPU: every CUDA case, 0.25 s each (fastnas's choice).
