@@ -1,5 +1,6 @@
-"""Auto-DAS: every op of Table 1 on a hand-computed case, programs (JSON, formula, validity, batched
-scoring), Algorithm 1 (determinism, finding a known proxy, resume) and the commands' bad inputs."""
+"""Auto-DAS: every op of Table 1 (and of the authors' code) on a hand-computed case, programs (JSON, formula,
+validity, batched scoring, mutation, crossover), Algorithm 1 (determinism, finding a known proxy, resume,
+crossover, Spearman fitness) and the commands' bad inputs. The released programs: test_autodas_programs.py."""
 
 import json
 import math
@@ -13,9 +14,11 @@ import torch.nn as nn
 from fastnas.cli import main as fastnas
 from fastnas.proxies import collect, network_outputs
 from fastnas.proxies import program as program_module
-from fastnas.proxies.autodas_ops import BINARY_OPS, DISTANCES, TRANSFORMS, UNARY_OPS
-from fastnas.proxies.program import (Instinct, Interaction, Program, mutate, random_program, score,
-                                     score_population, valid_rows)
+from fastnas.proxies.autodas_ops import BINARY_OPS, DISTANCES, TRANSFORMS, UNARY_OPS, WEIGHTS
+from fastnas.proxies.program import (TREE_SPACE, Instinct, Interaction, LinearInstinct, Program, ProgramSpace,
+                                     crossover, mutate, random_program, score, score_population, valid_rows)
+from fastnas.proxies.registry import get_proxy
+from fastnas.proxies.released import RELEASED
 from fastnas.runs import RunFolder
 from fastnas.strategies.autodas import (ProxySearch, ProxySearchConfig, fitness, parse_count, search_proxy,
                                         search_student, split_indices)
@@ -56,6 +59,12 @@ UNARY_CASES = {
     "ln_norm": math.sqrt(5),
     "normalized_sum": 1 / 3,
     "no_op": X,
+    "abs": [1.0, 0.0, 2.0],
+    "logsoftmax": [math.log(p) for p in softmax(X)],
+    "normalize": [(v - 1 / 3) / math.sqrt(7 / 3) for v in X],  # unbiased variance (16 + 1 + 25) / 9 / 2
+    "frobenius_norm": math.sqrt(5),
+    "sqrt": [0.0, 0.0, math.sqrt(2)],  # the authors' sqrt: negatives set to 0
+    "to_sum": 1.0,
 }
 
 
@@ -115,6 +124,13 @@ TRANSFORM_CASES_2D = {
     "satt": X2,
     "natt": [[2 * p for p in pair] for pair in zip(softmax([2.0, 6.0]), softmax([-4.0, 0.0]))],  # softmax(x/T) over B
     "catt": [[2 * p for p in softmax([2.0, -4.0])], [2 * p for p in softmax([6.0, 0.0])]],  # over C, T = 0.5
+    "sigmoid": elementwise(sigmoid),
+    "relu": [[1.0, 0.0], [3.0, 0.0]],
+    "abs": [[1.0, 2.0], [3.0, 0.0]],
+    "pow2": [[1.0, 4.0], [9.0, 0.0]],
+    "softmax_N": [list(row) for row in zip(*(softmax([1.0, 3.0]), softmax([-2.0, 0.0])))],  # over the batch
+    "norm_N": [[1 / math.sqrt(10), -1.0], [3 / math.sqrt(10), 0.0]],  # each column to unit l2 norm
+    "multi_scale_r4": X2,
 }
 
 
@@ -135,6 +151,8 @@ def test_map_transforms():
     assert TRANSFORMS["batch"](f).tolist() == [[1.0, 2.0, 3.0, 4.0]]
     assert TRANSFORMS["channel"](f).tolist() == [[[1.0, 2.0], [3.0, 4.0]]]
     assert TRANSFORMS["multi_scale"](torch.tensor([[[[1.0, 5.0], [3.0, 2.0]]]])).tolist() == [[[[5.0]]]]
+    assert TRANSFORMS["multi_scale_r4"](torch.arange(25.0).view(1, 1, 5, 5)).tolist() == [[[[18.0, 19.0],
+                                                                                           [23.0, 24.0]]]]
     patches = TRANSFORMS["local"](torch.arange(8.0).view(1, 1, 2, 4))
     assert patches.tolist() == [[[[0.0, 1.0], [4.0, 5.0]], [[2.0, 3.0], [6.0, 7.0]]]]
     # satt: mean_c |x| = [2, 3] over the two positions; H W softmax(. / 0.5)
@@ -152,17 +170,51 @@ def test_map_transforms():
     assert torch.all((ratio.abs() < 1e-6) | ((ratio - 1 / 0.9).abs() < 1e-5))
 
 
-DIST_CASES = {
-    "l1": 3.0, "l2": math.sqrt(5), "cosine": 1 - 2 / (math.sqrt(5) * 2), "pearson": 2.0,
-    "kl": sum(p * math.log(p / q) for p, q in zip(softmax([2.0, 0.0]), softmax([1.0, 2.0]))),
+def tempered_kl(temperature):
+    """T^2 KL(softmax(t / T) || softmax(s / T)) of s = [1, 2], t = [2, 0]."""
+    p, q = softmax([2.0 / temperature, 0.0]), softmax([1.0 / temperature, 2.0 / temperature])
+    return temperature ** 2 * sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+DIST_CASES = {  # s = [[1, 2]], t = [[2, 0]]: one sample
+    "l1": 3.0, "l2": math.sqrt(5), "cosine": 1 - 2 / (math.sqrt(5) * 2), "pearson": 2.0, "kl": tempered_kl(1.0),
     "hard": math.log(E + E ** 2) - 1,  # teacher's class 0; -log softmax(s)[0]
+    "multiply": 1.0,  # mean of [2, 0]
+    "kl_T1": tempered_kl(1.0), "kl_T4": tempered_kl(4.0), "kl_T8": tempered_kl(8.0),
+    "l1_loss": 1.5,  # mean of |[-1, 2]|
+    "mse_loss": 2.5,
 }
 
 
 @pytest.mark.parametrize("name", sorted(DISTANCES))
 def test_distance(name):
     s, t = torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([[2.0, 0.0]], dtype=torch.float64)
-    assert DISTANCES[name](s, t).tolist() == pytest.approx([DIST_CASES[name]], rel=1e-6)
+    assert DISTANCES[name](s, t).item() == pytest.approx(DIST_CASES[name], rel=1e-6)
+
+
+def test_distances_over_the_batch():
+    s = torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    t = torch.tensor([[2.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    assert DISTANCES["l1"](s, t).item() == pytest.approx((3.0 + 1.0) / 2)  # per sample, then the batch mean
+    assert DISTANCES["l1_loss"](s, t).item() == pytest.approx(4.0 / 4)  # the mean over every element
+    # kl_T on a map: softmax over channels at each position, summed over positions, / B
+    maps_s, maps_t = s.T.reshape(1, 2, 1, 2), t.T.reshape(1, 2, 1, 2)
+    expected = sum(tempered_kl_rows(a, b) for a, b in zip(s.tolist(), t.tolist()))
+    assert DISTANCES["kl_T1"](maps_s, maps_t).item() == pytest.approx(expected)
+
+
+def tempered_kl_rows(s_row, t_row):
+    p, q = softmax(t_row), softmax(s_row)
+    return sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+def test_weights():
+    d = torch.tensor(0.5, dtype=torch.float64)
+    t = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    s = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    assert WEIGHTS["w1_teacher"](d, t, s).item() == 0.5
+    # column cosines across the batch: column 0 (1, 0).(1, 1) / sqrt 2, column 1 (0, 2).(1, 1) / (2 sqrt 2)
+    assert WEIGHTS["w100_teacher_student"](d, t, s).item() == pytest.approx(0.5 * 100 * (1 / math.sqrt(2)))
 
 
 # --- programs --------------------------------------------------------------------------------------
@@ -186,6 +238,9 @@ def batch():
     return torch.randn(16, 1, 6, 6, generator=gen), torch.randint(0, 10, (16,), generator=gen)
 
 
+ALL_LAYER_INPUTS = ["weights", "grads", "activations", "outputs", "virtual_grads"]
+
+
 @pytest.fixture(scope="module")
 def archs(batch):
     images, labels = batch
@@ -194,22 +249,89 @@ def archs(batch):
     out = []
     for i in range(12):
         torch.manual_seed(i)
-        out.append(collect(Tiny(2 + i % 6, 1 + i % 3), images, labels, teacher))
+        out.append(collect(Tiny(2 + i % 6, 1 + i % 3), images, labels, teacher, layer_inputs=ALL_LAYER_INPUTS))
     return out
 
 
-EQ4 = Program(instinct=Instinct(("grads", "grads"), (("softmax", "ln_norm"), ("no_op", "no_op")), "sum", "mean"),
-              interaction=Interaction("feature", ("batchnorm", "no_op"), "kl"))
+TREE = Program(instinct=Instinct(("grads", "grads"), (("softmax", "ln_norm"), ("no_op", "no_op")), "sum", "mean"),
+               interaction=Interaction("feature", ("batchnorm", "no_op"), "kl"))
+LINEAR = Program(instinct=LinearInstinct("outputs", ("abs", "to_mean")),
+                 interaction=Interaction("embedding", ("norm_N", "relu", "pow2"), "mse_loss", "w100_teacher_student", 1),
+                 scale=True)
 
 
 def test_json_round_trip_and_formula():
-    assert Program.from_json(EQ4.to_json()) == EQ4
-    assert EQ4.formula() == "mean_l mean(sum(ln_norm(softmax(G_l)), G_l)) - mean_b kl(batchnorm(F_S), batchnorm(F_T))"
+    assert Program.from_json(TREE.to_json()) == TREE and Program.from_json(LINEAR.to_json()) == LINEAR
+    assert TREE.formula() == ("mean_l[all] mean(sum(ln_norm(softmax(G_l)), G_l)) "
+                              "- mean_b kl(batchnorm(F_S), batchnorm(F_T))")
+    assert LINEAR.formula() == ("minmax[sum_l[conv] mean(to_mean(abs(O_l)))] + minmax[100 cos_b(T, S) * "
+                                "mse_loss(pow2(relu(norm_N(E_S))), pow2(relu(norm_N(E_T))))]")
+    interaction_only = Program(interaction=Interaction("logits", ("exp",), "l1", sign=1))
+    assert interaction_only.formula() == "mean_b l1(exp(P_S), exp(P_T))"
+    # A program written before the sign, the weight and the linear structure were genes: the old defaults.
+    old = '{"instinct": {"inputs": ["grads", "weights"], "unary": [["exp", "exp"], ["exp", "exp"]], ' \
+          '"binary": "sum", "reduction": "sum"}, "interaction": {"input": "logits", "transforms": ["tanh", "exp"], ' \
+          '"distance": "l1"}}'
+    program = Program.from_json(old)
+    assert program.interaction.sign == -1 and program.interaction.weight == "w1_teacher"
+    assert isinstance(program.instinct, Instinct) and program.instinct.layers == "all" and not program.scale
+
+
+@pytest.mark.parametrize("space", [ProgramSpace(), TREE_SPACE, ProgramSpace(signs=(1,), scale=(False, True))])
+def test_random_programs_and_mutations(space):
     rng = random.Random(0)
-    for _ in range(50):
-        program = random_program(rng)
+    for _ in range(60):
+        program = random_program(rng, space)
         assert Program.from_dict(json.loads(program.to_json())) == program
-        assert mutate(program, rng) != program
+        assert isinstance(program.instinct, LinearInstinct if space.instinct == "linear" else Instinct) or \
+            program.instinct is None
+        if program.instinct is not None:
+            assert program.instinct.layers == space.layers
+        if program.interaction is not None:
+            assert program.interaction.sign in space.signs and len(program.interaction.transforms) == space.transforms
+        mutated = mutate(program, rng, space)
+        assert mutated != program
+        differing = sum(a != b for a, b in zip(genes(program), genes(mutated)))
+        assert differing == 1 or (program.instinct is None) != (mutated.instinct is None) or \
+            (program.interaction is None) != (mutated.interaction is None)  # one gene, or the parts changed
+
+
+def genes(program):
+    """Every gene of a program, flat (None where a part is missing)."""
+    def frozen(value):
+        return tuple(frozen(v) for v in value) if isinstance(value, list) else value
+
+    d = program.to_dict()
+    flat = [d["scale"]]
+    for part in ("instinct", "interaction"):
+        flat += [None] if d[part] is None else [frozen(value) for value in d[part].values()]
+    return flat
+
+
+def test_mutation_draws_every_gene():
+    rng, space = random.Random(1), ProgramSpace(signs=(1, -1), scale=(False, True))
+    program = Program(instinct=LinearInstinct("grads", ("tanh", "no_op", "abs", "exp")),
+                      interaction=Interaction("logits", ("exp", "tanh", "abs"), "l1", "w1_teacher", 1))
+    changed = set()
+    for _ in range(400):
+        mutated = mutate(program, rng, space)
+        for i, (a, b) in enumerate(zip(genes(program), genes(mutated))):
+            if a != b:
+                changed.add(i)
+    # scale; instinct input and ops (one entry for the tuple; the reductions and the layers are fixed by the
+    # space); interaction input, transforms, distance, weight, sign
+    assert {0, 2, 3, 7, 8, 9, 10, 11} <= changed
+
+
+def test_crossover_swaps_one_part():
+    a = Program(instinct=LinearInstinct("grads", ("tanh",)), interaction=Interaction("logits", ("exp",), "l1"))
+    b = Program(instinct=LinearInstinct("weights", ("abs",)), interaction=Interaction("embedding", ("relu",), "kl"))
+    children = {crossover(a, b, random.Random(seed)) for seed in range(20)}
+    assert children == {replace(a, instinct=b.instinct), replace(a, interaction=b.interaction)}
+    lone = Program(instinct=LinearInstinct("grads", ("tanh",)))
+    no_instinct = Program(interaction=Interaction("logits", ("exp",), "l1"))
+    assert {crossover(lone, no_instinct, random.Random(seed)) for seed in range(20)} == \
+        {lone, Program(instinct=lone.instinct, interaction=no_instinct.interaction)}
 
 
 @pytest.mark.parametrize("text, field", [
@@ -217,6 +339,13 @@ def test_json_round_trip_and_formula():
      "nope"),
     ('{"instinct": {"inputs": ["weights", "bias"], "unary": [["exp", "exp"], ["exp", "exp"]], "binary": "sum", '
      '"reduction": "sum"}, "interaction": null}', "bias"),
+    ('{"instinct": {"structure": "ring", "input": "grads"}}', "instinct.structure"),
+    ('{"instinct": {"structure": "linear", "input": "grads", "ops": []}}', "instinct.ops"),
+    ('{"instinct": {"structure": "linear", "input": "grads", "ops": ["tanh"], "layers": "fc"}}', "instinct.layers"),
+    ('{"interaction": {"input": "logits", "transforms": ["exp"], "distance": "l1", "sign": 2}}', "interaction.sign"),
+    ('{"interaction": {"input": "logits", "transforms": ["exp"], "distance": "l1", "weight": "w7"}}',
+     "interaction.weight"),
+    ('{"interaction": {"input": "logits", "transforms": ["exp"], "distance": "l1"}, "scale": "yes"}', "scale"),
     ('{"instinct": null, "interaction": null}', "needs an instinct part"),
     ('{"interaction": {"input": "logits"}}', "malformed"),
     ("not json", "not valid JSON"),
@@ -226,42 +355,111 @@ def test_bad_program_json(text, field):
         Program.from_json(text)
 
 
-def reference_score(program: Program, inputs) -> float:
-    """A plain per-architecture evaluation: no memo, no fused reductions."""
-    total = 0.0
-    if program.instinct is not None:
-        p = program.instinct
-        per_layer = []
-        for a, b in zip(getattr(inputs, p.inputs[0]), getattr(inputs, p.inputs[1])):
-            for op in p.unary[0]:
-                a = UNARY_OPS[op](a)
-            for op in p.unary[1]:
-                b = UNARY_OPS[op](b)
-            z = BINARY_OPS[p.binary](a, b).double()
-            per_layer.append(z.sum() if p.reduction == "sum" else z.mean())
-        layers = torch.stack(per_layer)
-        total += float(layers.sum() if p.reduction == "sum" else layers.mean())
-    if program.interaction is not None:
-        p = program.interaction
+@pytest.mark.parametrize("kw, field", [({"parts": ("all",)}, "parts"), ({"instinct": "ring"}, "instinct"),
+                                       ({"instinct_inputs": ("bias",)}, "instinct_inputs"),
+                                       ({"unary_ops": 0}, "unary_ops"), ({"signs": (2,)}, "signs"),
+                                       ({"layers": "fc"}, "layers")])
+def test_bad_space(kw, field):
+    with pytest.raises(ValueError, match=field):
+        ProgramSpace(**kw)
+
+
+def reference_parts(program: Program, inputs) -> tuple[float, float]:
+    """A plain per-architecture evaluation of (instinct, interaction): no memo, no fused reductions."""
+    def layer_list(name, layers):
+        return [t for t, conv in zip(getattr(inputs, name), inputs.is_conv) if conv or layers == "all"]
+
+    def chain(x, ops):
+        for op in ops:
+            x = UNARY_OPS[op](x)
+        return x
+
+    def reduce(z, how):
+        return z.sum() if how == "sum" else z.mean()
+
+    def instinct(part):
+        if isinstance(part, LinearInstinct):
+            per_layer = [reduce(chain(a, part.ops).double(), part.layer_reduction)
+                         for a in layer_list(part.input, part.layers)]
+        else:
+            pairs = zip(layer_list(part.inputs[0], part.layers), layer_list(part.inputs[1], part.layers))
+            per_layer = [reduce(BINARY_OPS[part.binary](chain(a, part.unary[0]), chain(b, part.unary[1])).double(),
+                                part.reduction) for a, b in pairs]
+        return reduce(torch.stack(per_layer), part.reduction)
+
+    def interaction(p):
         if p.input == "feature":
             s, t = inputs.student.features[-1], inputs.teacher.features[-1]
+            if s.shape[2:] != t.shape[2:]:
+                size = [min(a, b) for a, b in zip(s.shape[2:], t.shape[2:])]
+                s, t = (torch.nn.functional.adaptive_avg_pool2d(x, size) for x in (s, t))
         else:
             s, t = getattr(inputs.student, p.input), getattr(inputs.teacher, p.input)
+        width = min(s.shape[1], t.shape[1])
+        s, t = s[:, :width], t[:, :width]
         for op in p.transforms:
             s, t = TRANSFORMS[op](s), TRANSFORMS[op](t)
-        s, t = s.flatten(1), t.flatten(1)
-        if s.shape != t.shape:
-            s, t = [torch.nn.functional.normalize(v @ v.t(), dim=1) for v in (s, t)]
-        total -= float(DISTANCES[p.distance](s.contiguous(), t.contiguous()).mean())
-    return total if math.isfinite(total) else float("nan")
+        return p.sign * WEIGHTS[p.weight](DISTANCES[p.distance](s, t), t, s)
+
+    out = []
+    for part, function in ((program.instinct, instinct), (program.interaction, interaction)):
+        try:
+            value = 0.0 if part is None else float(function(part))
+        except (RuntimeError, IndexError):
+            value = float("nan")
+        out.append(value if math.isfinite(value) else float("nan"))
+    return out[0], out[1]
+
+
+def reference_scores(programs, archs) -> torch.Tensor:
+    rows = []
+    for program in programs:
+        parts = torch.tensor([reference_parts(program, a) for a in archs], dtype=torch.float64)  # [N, 2]
+        if program.scale:
+            for i, present in enumerate((program.instinct is not None, program.interaction is not None)):
+                if present:
+                    low, high = parts[:, i].min(), parts[:, i].max()
+                    parts[:, i] = (parts[:, i] - low) / (high - low)
+        rows.append(parts.sum(1))
+    return torch.stack(rows)
 
 
 def test_batched_scores_equal_the_per_architecture_loop(archs):
     rng = random.Random(1)
-    programs = [random_program(rng) for _ in range(30)] + [EQ4]
+    programs = [random_program(rng) for _ in range(25)] + [random_program(rng, TREE_SPACE) for _ in range(15)]
+    programs += [random_program(rng, ProgramSpace(scale=(True,))) for _ in range(10)]
+    programs += [TREE, LINEAR] + [program for program, _ in RELEASED.values()]
     batched = score_population(programs, archs)
-    looped = torch.tensor([[reference_score(p, a) for a in archs] for p in programs], dtype=torch.float64)
+    looped = reference_scores(programs, archs)
     torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-6, equal_nan=True)
+    assert torch.isfinite(batched).any(dim=1).sum() > len(programs) // 2  # most programs are valid somewhere
+
+
+def test_collect_keeps_what_is_asked(batch):
+    images, labels = batch
+    model = Tiny(3)
+    plain = collect(model, images, labels)
+    assert plain.outputs is None and plain.virtual_grads is None and len(plain.activations) == 3
+    assert plain.is_conv == [True, True, False]
+    full = collect(model, images, labels, layer_inputs=["outputs", "virtual_grads"])
+    assert full.activations is None
+    x = images
+    for i, conv in enumerate(model.convs):  # Tiny applies relu after each conv: outputs are pre-relu
+        out = conv(x)
+        torch.testing.assert_close(full.outputs[i], out.detach())
+        x = torch.relu(out)
+    ones_logits = model(torch.ones_like(images))[0]
+    expected = torch.autograd.grad(ones_logits.sum(), [c.weight for c in model.convs] + [model.fc.weight])
+    for got, want in zip(full.virtual_grads, expected):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="layer_inputs"):
+        collect(model, images, labels, layer_inputs=["biases"])
+    with pytest.raises(ValueError, match="collect.*outputs"):
+        score(Program(instinct=LinearInstinct("outputs", ("abs",))), plain)
+    with pytest.raises(ValueError, match="no Conv2d layers"):
+        score(Program(instinct=LinearInstinct("grads", ("abs",))), replace(plain, is_conv=[False] * 3))
+    with pytest.raises(ValueError, match="score_population"):
+        score(LINEAR, full)
 
 
 def test_invalid_programs_are_rejected(archs):
@@ -284,7 +482,7 @@ def test_out_of_memory_is_raised_not_scored_nan(archs, monkeypatch):
 
     monkeypatch.setattr(program_module, "_instinct_score", out_of_memory)
     with pytest.raises(torch.OutOfMemoryError, match="simulated"):
-        score(EQ4, archs[0])
+        score(TREE, archs[0])
 
 
 def test_constant_scores_have_no_fitness(archs):
@@ -301,13 +499,13 @@ def test_mismatched_teacher_batch(archs, batch):
         collect(Tiny(4), images, labels, small_teacher)
     broken = replace(archs[0], teacher=small_teacher)
     with pytest.raises(ValueError, match="same batch"):
-        score(EQ4, broken)
+        score(TREE, broken)
 
 
 def test_interaction_without_teacher(archs):
     lonely = replace(archs[0], teacher=None)
     with pytest.raises(ValueError, match="teacher"):
-        score(EQ4, lonely)
+        score(TREE, lonely)
 
 
 # --- Algorithm 1 -----------------------------------------------------------------------------------
@@ -339,7 +537,7 @@ def width_archs(batch):
     out = []
     for width in range(2, 14):
         torch.manual_seed(width)
-        out.append(collect(Tiny(width), images, labels, teacher))
+        out.append(collect(Tiny(width), images, labels, teacher, layer_inputs=ALL_LAYER_INPUTS))
     return out
 
 
@@ -375,8 +573,81 @@ def test_ea_resume_matches_an_uninterrupted_run(archs, tmp_path):
         ProxySearch(small_config(seed=1), archs, target, run=RunFolder(tmp_path / "cut", resume=True)).run()
 
 
+def test_ea_with_the_authors_crossover_is_deterministic(archs):
+    target = synthetic_target(archs)
+    config = small_config(iterations=12, crossover_prob=0.5, mutation_prob=0.1)
+    runs = [ProxySearch(config, archs, target) for _ in range(2)]
+    assert runs[0].run() == runs[1].run()
+    assert len(runs[0].population) == 8 and all(f == f for _, f in runs[0].population)
+
+
+@pytest.mark.parametrize("crossover_prob, mutation_prob, expected", [(0.0, 1.0, ["mutate"]),
+                                                                     (1.0, 0.0, ["crossover"]),
+                                                                     (1.0, 1.0, ["crossover", "mutate"])])
+def test_offspring_follows_the_probabilities(archs, monkeypatch, crossover_prob, mutation_prob, expected):
+    from fastnas.strategies import autodas as autodas_module
+
+    calls = []
+    monkeypatch.setattr(autodas_module, "crossover", lambda a, b, rng: calls.append("crossover") or a)
+    monkeypatch.setattr(autodas_module, "mutate", lambda p, rng, space: calls.append("mutate") or p)
+    config = small_config(iterations=5, crossover_prob=crossover_prob, mutation_prob=mutation_prob)
+    ProxySearch(config, archs, synthetic_target(archs)).run()
+    assert calls == expected * 5
+
+
+def test_spearman_fitness(archs):
+    from scipy import stats
+
+    target = synthetic_target(archs) + torch.linspace(0, 1e-3, len(archs), dtype=torch.float64)
+    rng = random.Random(2)
+    programs = [random_program(rng) for _ in range(10)]
+    scores = score_population(programs, archs)
+    got = fitness(programs, archs, target, "spearman")
+    for row, value in zip(scores, got):
+        if torch.isfinite(row).all() and row.max() > row.min():
+            assert value.item() == pytest.approx(stats.spearmanr(row.numpy(), target.numpy())[0])
+        else:
+            assert math.isnan(value)
+    search = ProxySearch(small_config(iterations=3, fitness="spearman"), archs, target)
+    best, best_fitness = search.run()
+    assert best_fitness == pytest.approx(fitness([best], archs, target, "spearman")[0].item())
+
+
+def test_held_out_statistics(archs):
+    from scipy import stats
+
+    target = synthetic_target(archs)
+    search = ProxySearch(small_config(iterations=2), archs[:6], target[:6], held_out=(archs[6:], target[6:]))
+    best, _ = search.run()
+    result = search.held_out_statistics(best, baselines=("grad_norm", "conv_count"), n_boot=50, n_perm=50)
+    assert result["architectures"] == 6 and set(result["baselines"]) == {"grad_norm", "conv_count"}
+    held = search.held_out_correlation(best)
+    assert result["program"]["kendall"]["value"] == pytest.approx(held["kendall"])
+    assert result["program"]["spearman"]["value"] == pytest.approx(held["spearman"])
+    direct = {name: stats.kendalltau([float(get_proxy(name).function(a)) for a in archs[6:]],
+                                     target[6:].numpy())[0] for name in ("grad_norm", "conv_count")}
+    for name, value in direct.items():
+        assert result["baselines"][name]["kendall"]["value"] == pytest.approx(value, nan_ok=True)
+    best_name = max(direct, key=lambda n: -math.inf if math.isnan(direct[n]) else direct[n])
+    assert result["best_baseline"] == best_name
+    difference = result["vs_best_baseline"]["kendall"]
+    assert difference["value"] == pytest.approx(held["kendall"] - direct[best_name])
+    assert difference["low"] <= difference["value"] <= difference["high"]
+
+
+def test_space_reading_uncollected_inputs_is_refused(batch):
+    images, labels = batch
+    plain = [collect(Tiny(w), images, labels) for w in range(2, 8)]
+    with pytest.raises(ValueError, match="virtual_grads"):
+        ProxySearch(small_config(), plain, torch.arange(6.0))
+    narrow = ProgramSpace(parts=("instinct",), instinct_inputs=("grads", "weights"))
+    assert ProxySearch(small_config(space=narrow, iterations=1), plain, torch.arange(6.0)).run()
+
+
 @pytest.mark.parametrize("kw, message", [({"population": 1}, "population"), ({"ratio": 0.0}, "ratio"),
-                                         ({"elite": 9}, "elite"), ({"parts": ("all",)}, "parts")])
+                                         ({"elite": 9}, "elite"), ({"space": {"parts": ("all",)}}, "parts"),
+                                         ({"fitness": "pearson"}, "fitness"), ({"crossover_prob": 1.5}, "crossover"),
+                                         ({"mutation_prob": -0.1}, "mutation")])
 def test_bad_config(kw, message):
     with pytest.raises(ValueError, match=message):
         small_config(**kw)

@@ -144,7 +144,7 @@ def gram(features):
     return F.normalize(features @ features.T, dim=1)
 
 
-def test_diswot_equals_the_direct_formula():
+def test_diswot_fastnas_equals_the_direct_formula():
     torch.manual_seed(0)
     student, teacher = TinyConvNet(width=6), TinyConvNet(width=9).eval()
     images, labels = tiny_batch()
@@ -157,41 +157,7 @@ def test_diswot_equals_the_direct_formula():
     semantic_t = class_weight_gradient(teacher, images, labels)
     semantic = (gram(semantic_t) - gram(semantic_s)).pow(2).sum() / semantic_s.shape[0] ** 2
     expected = -(semantic + relation).item()
-    assert proxies.score("diswot", student, (images, labels), teacher) == pytest.approx(expected, rel=1e-4)
-
-
-def autodas_reference(student, teacher, images, labels, program):
-    """Plain-torch transcription of the authors' LinearInstinct + ParaInteraction programs."""
-    reference = copy.deepcopy(student).train()
-    convs = [m.weight for m in reference.modules() if isinstance(m, nn.Conv2d)]
-    logits = reference(images)[0]
-    grads = torch.autograd.grad(F.cross_entropy(logits, labels), convs)
-    embedding_s = reference.body(images).mean((2, 3)).detach()  # the same batch statistics as the forward above
-    with torch.no_grad():
-        embedding_t = teacher.body(images).mean((2, 3))
-    width = min(embedding_s.shape[1], embedding_t.shape[1])
-    s, t = embedding_s[:, :width], embedding_t[:, :width]
-    if program == "nb201":
-        instinct = sum(torch.tanh(F.log_softmax(g, dim=0)).abs().sum() / g.numel() for g in grads)
-        s, t = (F.softmax((x * torch.tanh(F.softplus(x))).pow(2), dim=0) for x in (s, t))
-        distance = (s * t).mean()
-    else:
-        instinct = sum(torch.norm(F.log_softmax(g, dim=0), p="fro") for g in grads)
-        s, t = (torch.sigmoid(F.relu(x)).abs() for x in (s, t))
-        distance = F.kl_div(F.log_softmax(s / 8, dim=1), F.softmax(t / 8, dim=1), reduction="batchmean") * 64
-    interaction = distance * 100 * F.cosine_similarity(t, s, dim=0).mean()
-    return (instinct + interaction).item()
-
-
-@pytest.mark.parametrize("program", ["nb201", "resnet"])
-@pytest.mark.parametrize("teacher_width", [6, 9])
-def test_autodas_programs_equal_a_direct_transcription(program, teacher_width):
-    torch.manual_seed(0)
-    student, teacher = TinyConvNet(width=6), TinyConvNet(width=teacher_width).eval()
-    images, labels = tiny_batch()
-    expected = autodas_reference(student, teacher, images, labels, program)
-    got = proxies.score(f"autodas_{program}", student, (images, labels), teacher)
-    assert got == pytest.approx(expected, rel=1e-4)
+    assert proxies.score("diswot_fastnas", student, (images, labels), teacher) == pytest.approx(expected, rel=1e-4)
 
 
 # --------------------------------------------------------------------------- registry
@@ -219,7 +185,8 @@ def test_score_many_shares_one_forward_among_the_inputs_proxies():
     forwards = []
     model.register_forward_hook(lambda *_: forwards.append(1))  # the private copy keeps the hook
     teacher = proxies.network_outputs(TinyConvNet().eval(), batch[0])
-    proxies.score_many(["snip", "grad_norm", "diswot", "autodas_nb201", "autodas_resnet"], model, batch, teacher)
+    proxies.score_many(["snip", "grad_norm", "diswot_fastnas", "autodas_nb201", "autodas_resnet"], model, batch,
+                       teacher)
     assert len(forwards) == 1
     proxies.score_many(["snip", "fisher"], model, batch)
     assert len(forwards) == 3  # fisher runs its own pass
@@ -275,6 +242,33 @@ def test_correlation_table_ranks_a_nan_score_last_and_matches_scipy():
     for method, reference in (("kendall", stats.kendalltau), ("spearman", stats.spearmanr),
                               ("pearson", stats.pearsonr)):
         assert rows[1][method] == pytest.approx(reference(scores[1].tolist(), accuracy)[0])
+
+
+def test_correlation_table_statistics_match_the_statistics_module():
+    from fastnas.evaluators import statistics
+    from fastnas.evaluators.proxy_table import correlation_table, format_markdown
+
+    gen = torch.Generator().manual_seed(0)
+    accuracy = torch.rand(30, generator=gen, dtype=torch.float64)
+    scores = torch.stack([accuracy + noise * torch.randn(30, generator=gen, dtype=torch.float64)
+                          for noise in (0.05, 1.0)])
+    rows = correlation_table(["snip", "synflow"], scores, accuracy, n_boot=200, n_perm=200, seed=3)
+    for i, row in enumerate(rows):
+        for method in ("kendall", "spearman"):
+            interval = statistics.correlation_interval(scores[i], accuracy, method, n_boot=200, seed=3)
+            assert (row[f"{method}_low"], row[f"{method}_high"]) == pytest.approx((interval["low"], interval["high"]))
+            assert row[f"{method}_p"] == pytest.approx(statistics.permutation_p_value(scores[i], accuracy, method,
+                                                                                      n_perm=200, seed=3))
+        other = 1 - i
+        assert row["best_other"] == ["snip", "synflow"][other]
+        difference = statistics.paired_difference(scores[i], scores[other], accuracy, "kendall", n_boot=200, seed=3)
+        assert (row["kendall_diff"], row["kendall_diff_low"], row["kendall_diff_high"]) == pytest.approx(
+            (difference["value"], difference["low"], difference["high"]))
+    assert rows[0]["within_noise"] is False and rows[0]["kendall_diff_low"] > 0  # noise 0.05 beats noise 1
+    table = format_markdown(rows)
+    assert "resolved" in table and "| snip |" in table
+    bare = correlation_table(["snip"], scores[:1], accuracy, n_boot=0)
+    assert "kendall_low" not in bare[0] and format_markdown(bare).startswith("| proxy | Kendall tau |")
 
 
 def write_gt(path, archs, accuracies):

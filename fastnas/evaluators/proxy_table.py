@@ -25,8 +25,8 @@ from ..ops import rank_corr
 from ..proxies import NetworkOutputs, get_proxy, score_many
 from ..runs import atomic_write_json
 from .ground_truth import CONFIG_FILE, append_records, read_records
+from .statistics import CORRELATIONS, correlation_summaries, excludes_zero
 
-METHODS = ("kendall", "spearman", "pearson")
 
 
 @dataclass
@@ -157,40 +157,83 @@ def nan_as_lowest(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isnan(scores), -math.inf, scores)
 
 
-def correlation_table(proxies: Sequence[str], scores: torch.Tensor, accuracy: torch.Tensor) -> list[dict]:
-    """One row {proxy, kendall, spearman, pearson, nan_scores, source} per row of scores [P, N].
+def correlation_table(proxies: Sequence[str], scores: torch.Tensor, accuracy: torch.Tensor, n_boot: int = 1000,
+                      n_perm: int = 1000, seed: int = 0) -> list[dict]:
+    """One row per row of scores [P, N]: {proxy, kendall, spearman, pearson, nan_scores, source} and the statistics.
 
     Kendall and Spearman rank NaN scores lowest (`nan_as_lowest`); Pearson uses the finite scores
-    only. A constant row gives NaN.
+    only. A constant row gives NaN. Statistics (fastnas.evaluators.statistics, resampling the
+    architectures `n_boot` times with `seed`): `{m}_low`, `{m}_high` (95% bootstrap interval) and `{m}_p`
+    (two-sided permutation p-value against no association, `n_perm` permutations) for m = kendall,
+    spearman; `best_other`, the other proxy with the highest Kendall tau, and `{m}_diff`, `{m}_diff_low`,
+    `{m}_diff_high`, this proxy minus that one on the same resamples (None for a table of one proxy);
+    `within_noise`: the Kendall difference's interval holds 0. With n_boot = 0 or fewer than 3
+    architectures there are no statistics (those keys are absent).
     """
     ranked = nan_as_lowest(scores)
-    kendall = rank_corr(ranked, accuracy, "kendall")
-    spearman = rank_corr(ranked, accuracy, "spearman")
+    with_statistics = n_boot > 0 and n_perm > 0 and scores.shape[1] >= 3
+    values = {method: rank_corr(ranked, accuracy, method) for method in CORRELATIONS}
+    summaries = correlation_summaries(ranked, accuracy, n_boot=n_boot, n_perm=n_perm, seed=seed) \
+        if with_statistics else [None] * len(proxies)
     rows = []
-    for i, proxy in enumerate(proxies):
+    for i, (proxy, summary) in enumerate(zip(proxies, summaries)):
         finite = torch.isfinite(scores[i])
         pearson = math.nan
         if finite.sum() >= 2:
             pearson = torch.corrcoef(torch.stack([scores[i][finite], accuracy[finite]]))[0, 1].item()
-        rows.append({"proxy": proxy, "kendall": kendall[i].item(), "spearman": spearman[i].item(),
-                     "pearson": pearson, "nan_scores": int(torch.isnan(scores[i]).sum()),
-                     "source": get_proxy(proxy).source})
+        row = {"proxy": proxy, "kendall": values["kendall"][i].item(), "spearman": values["spearman"][i].item(),
+               "pearson": pearson, "nan_scores": int(torch.isnan(scores[i]).sum()), "source": get_proxy(proxy).source}
+        rows.append(row)
+        if summary is None:
+            continue
+        for method in CORRELATIONS:
+            row.update({f"{method}_low": summary[method]["low"], f"{method}_high": summary[method]["high"],
+                        f"{method}_p": summary[method]["p_value"]})
+        best = summary["vs_best"]
+        row["best_other"] = None if best is None else proxies[best["row"]]
+        for method in CORRELATIONS:
+            for key, name in (("value", "diff"), ("low", "diff_low"), ("high", "diff_high")):
+                row[f"{method}_{name}"] = None if best is None else best[method][key]
+        row["within_noise"] = None if best is None else not excludes_zero(best["kendall"])
     return rows
 
 
+def _interval(row: dict, key: str) -> str:
+    return f"{row[key]:.3f} [{row[key + '_low']:.3f}, {row[key + '_high']:.3f}]"
+
+
 def format_markdown(rows: Sequence[dict]) -> str:
-    lines = ["| proxy | Kendall tau | Spearman rho | Pearson r | NaN scores |", "|---|---:|---:|---:|---:|"]
+    """The table with 95% bootstrap intervals, permutation p-values and the paired Kendall difference."""
+    if rows and "kendall_low" not in rows[0]:
+        lines = ["| proxy | Kendall tau | Spearman rho | Pearson r | NaN scores |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {row['proxy']} | {row['kendall']:.3f} | {row['spearman']:.3f} | {row['pearson']:.3f} | "
+                  f"{row['nan_scores']} |" for row in rows]
+        return "\n".join(lines)
+    lines = ["| proxy | Kendall tau [95% CI] | p | Spearman rho [95% CI] | Pearson r | "
+             "Kendall minus the best other [95% CI] | NaN scores |", "|---|---:|---:|---:|---:|---|---:|"]
     for row in rows:
-        lines.append(f"| {row['proxy']} | " + " | ".join(f"{row[m]:.3f}" for m in METHODS) +
-                     f" | {row['nan_scores']} |")
+        if row["best_other"] is None:
+            difference = "-"
+        else:
+            verdict = "within noise" if row["within_noise"] else "resolved"
+            difference = f"{_interval(row, 'kendall_diff')} vs {row['best_other']} ({verdict})"
+        lines.append(f"| {row['proxy']} | {_interval(row, 'kendall')} | {row['kendall_p']:.3g} | "
+                     f"{_interval(row, 'spearman')} | {row['pearson']:.3f} | {difference} | {row['nan_scores']} |")
     return "\n".join(lines)
+
+
+CSV_COLUMNS = ["proxy", "kendall", "kendall_low", "kendall_high", "kendall_p", "spearman", "spearman_low",
+               "spearman_high", "spearman_p", "pearson", "best_other", "kendall_diff", "kendall_diff_low",
+               "kendall_diff_high", "spearman_diff", "spearman_diff_low", "spearman_diff_high", "within_noise",
+               "nan_scores"]
 
 
 def write_tables(out: Path, rows: Sequence[dict], meta: dict) -> None:
     """OUT/proxy_table.json ({meta..., rows}), proxy_table.csv and proxy_table.md."""
     atomic_write_json(out / "proxy_table.json", {**meta, "rows": list(rows)})
-    csv_lines = ["proxy," + ",".join(METHODS) + ",nan_scores"]
-    csv_lines += [f"{row['proxy']}," + ",".join(repr(row[m]) for m in METHODS) + f",{row['nan_scores']}"
-                  for row in rows]
+    columns = [c for c in CSV_COLUMNS if not rows or c in rows[0]]
+    csv_lines = [",".join(columns)]
+    csv_lines += [",".join("" if row[c] is None else row[c] if isinstance(row[c], str) else repr(row[c])
+                           for c in columns) for row in rows]
     (out / "proxy_table.csv").write_text("\n".join(csv_lines) + "\n")
     (out / "proxy_table.md").write_text(format_markdown(rows) + "\n")

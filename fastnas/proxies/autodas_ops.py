@@ -1,15 +1,18 @@
 """Table 1 of Auto-DAS in code: every primitive operation of the proxy search space, defined once.
 
-Instinct proxies read one tensor per student layer (its weight, gradient or input
-activation) and chain UNARY_OPS on it; two such branches meet in a BINARY_OPS
-node. Interaction proxies apply the same TRANSFORMS to a student tensor and the
-matching teacher tensor (features, embedding or logits, batch first) and compare
-them with a DISTANCES function, one distance per sample.
+Instinct proxies read one tensor per student layer (its weight, gradient, input
+activation, output or virtual gradient) and chain UNARY_OPS on it; in fastnas's tree
+structure two such branches meet in a BINARY_OPS node. Interaction proxies apply the
+same TRANSFORMS to a student tensor and the matching teacher tensor (features,
+embedding or logits, batch first), compare them with a DISTANCES function (a scalar)
+and scale the distance with a WEIGHTS node.
 
-Where the paper names an op without a formula, the definition follows the
-authors' code (lliai/Auto-DAS, primitives/operations/unary_ops.py,
-primitives/transform.py, primitives/distance.py) unless a comment says otherwise.
-Ops that would be random in the authors' code (mask, drop) use a fixed pattern so
+Table 1 names the ops; the authors' code (lliai/Auto-DAS, primitives/operations/unary_ops.py,
+primitives/transform.py, primitives/distance.py, primitives/weight.py) defines them and adds a
+few the table does not list (abs, logsoftmax, normalize, frobenius_norm, the transforms
+softmax_N, norm_N, sigmoid, relu, abs, pow2, multi_scale_r4, the distances multiply, kl_T1/4/8,
+l1_loss, mse_loss and the weights); each definition follows that code unless a comment says
+otherwise. Ops that would be random in the authors' code (mask, drop) use a fixed pattern so
 that every architecture sees the same one and scores stay comparable.
 """
 
@@ -70,6 +73,14 @@ def min_max(x: torch.Tensor) -> torch.Tensor:
     return (x - low) / (high - low + EPS)
 
 
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std over the whole tensor (unbiased std as torch.std); NaN (one element, constant x) -> 0."""
+    if x.numel() < 2:  # the authors' std is NaN there, which they set to 0
+        return torch.zeros_like(x)
+    z = (x - x.mean()) / x.std()
+    return torch.where(torch.isnan(z), torch.zeros_like(z), z)
+
+
 def to_std(x: torch.Tensor) -> torch.Tensor:
     """Standard deviation of all elements. Our choice: the population std (correction 0),
     so a one-element tensor gives 0 instead of NaN."""
@@ -101,6 +112,13 @@ UNARY_OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     # The authors' normalized_sum is sum(x) / numel(x), the same number as to_mean; kept as Table 1 names it.
     "normalized_sum": LayerReduction("identity", "mean"),
     "no_op": lambda x: x,
+    # In the authors' unary_ops.py, not in Table 1 (their released programs use logsoftmax and frobenius_norm).
+    "abs": torch.abs,
+    "logsoftmax": lambda x: F.log_softmax(x, dim=0),  # the authors' dim 0: a weight's output channels
+    "normalize": normalize,
+    "frobenius_norm": LayerReduction("identity", "l2"),
+    "sqrt": lambda x: torch.sqrt(torch.relu(x)),  # the authors' sqrt sets x <= 0 to 0 first
+    "to_sum": LayerReduction("identity", "sum"),  # the authors' to_sum_scalar; Eq. 5 divides by a sum
 }
 
 
@@ -172,9 +190,10 @@ def batch_gram(x: torch.Tensor) -> torch.Tensor:
     return flat @ flat.t()
 
 
-def multi_scale(x: torch.Tensor) -> torch.Tensor:
-    """2 x 2 max pooling of a map (the authors' multi_scale_r2; ceil mode so 1 x 1 maps survive)."""
-    return F.max_pool2d(x, 2, ceil_mode=True) if _is_map(x) else x
+def multi_scale(x: torch.Tensor, ratio: int = 2) -> torch.Tensor:
+    """ratio x ratio max pooling of a map (the authors' multi_scale_r2 / _r4; ceil mode so small maps
+    survive, where the authors' einops reduce fails unless H and W divide by the ratio)."""
+    return F.max_pool2d(x, ratio, ceil_mode=True) if _is_map(x) else x
 
 
 def local_patches(x: torch.Tensor) -> torch.Tensor:
@@ -232,6 +251,14 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "satt": spatial_attention,
     "natt": batch_attention,
     "catt": channel_attention,
+    # In the authors' transform.py, not in Table 1 (their released programs use them).
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "abs": torch.abs,
+    "pow2": torch.square,
+    "softmax_N": lambda x: F.softmax(x, dim=0),  # over the batch
+    "norm_N": lambda x: F.normalize(x, dim=0),  # l2 over the batch
+    "multi_scale_r4": lambda x: multi_scale(x, 4),
 }
 
 
@@ -240,15 +267,56 @@ def hard_label_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.T
     return F.cross_entropy(student, teacher.argmax(dim=1), reduction="none")
 
 
-# Interaction distances (Table 1, last row): student [B, D], teacher [B, D] -> [B].
+def _per_sample(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    """fastnas's distances: the mean over samples of a distance between flattened rows [B, D]."""
+    return lambda s, t: distance(s.flatten(1).contiguous(), t.flatten(1).contiguous()).mean()
+
+
+def tempered_kl(temperature: float):
+    """The authors' kl_T: T^2 KL(softmax(t / T) || softmax(s / T)) over dim 1, summed, / B (batchmean).
+
+    For a map [B, C, H, W] the softmax is over channels at each position, as F.log_softmax(dim=1).
+    """
+    def distance(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        rows_s, rows_t = (x.movedim(1, -1).reshape(-1, x.shape[1]).contiguous() for x in (s, t))
+        kl = pair_distance(rows_s / temperature, rows_t / temperature, "kl")
+        return kl.sum() / s.shape[0] * temperature ** 2
+    return distance
+
+
+# Interaction distances, student and teacher tensors of one shape -> a scalar. Table 1's last row
+# (l1 ... pearson) as fastnas defines them: the mean over samples of a distance between flattened rows
+# (fastnas.ops.pair_distance). The authors' own (distance.py), on the whole tensors: multiply, kl_T*, l1_loss,
+# mse_loss.
 DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "l1": lambda s, t: pair_distance(s, t, "l1"),
-    "l2": lambda s, t: pair_distance(s, t, "l2"),
-    "kl": lambda s, t: pair_distance(s, t, "kl"),
-    "hard": hard_label_distance,
-    "cosine": lambda s, t: pair_distance(s, t, "cosine"),
-    "pearson": lambda s, t: pair_distance(s, t, "pearson"),
+    "l1": _per_sample(lambda s, t: pair_distance(s, t, "l1")),
+    "l2": _per_sample(lambda s, t: pair_distance(s, t, "l2")),
+    "kl": _per_sample(lambda s, t: pair_distance(s, t, "kl")),
+    "hard": _per_sample(hard_label_distance),
+    "cosine": _per_sample(lambda s, t: pair_distance(s, t, "cosine")),
+    "pearson": _per_sample(lambda s, t: pair_distance(s, t, "pearson")),
+    "multiply": lambda s, t: (s * t).mean(),
+    "kl_T1": tempered_kl(1.0),
+    "kl_T4": tempered_kl(4.0),
+    "kl_T8": tempered_kl(8.0),
+    "l1_loss": lambda s, t: (s - t).abs().mean(),
+    "mse_loss": lambda s, t: (s - t).square().mean(),
 }
 
-INSTINCT_INPUTS = ("activations", "grads", "weights")
-INTERACTION_INPUTS = ("feature", "embedding", "logits")
+
+def teacher_student_cosine(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Mean over feature columns of the cosine similarity across the batch of the flattened t and s
+    (the authors' F.cosine_similarity(t.view(N, -1), s.view(N, -1), dim=0).mean())."""
+    return F.cosine_similarity(t.flatten(1), s.flatten(1), dim=0).mean()
+
+
+# Weight nodes (the authors' weight.py; the others there are commented out): distance d, transformed teacher t and
+# student s -> the weighted distance.
+WEIGHTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "w1_teacher": lambda d, t, s: d,
+    "w100_teacher_student": lambda d, t, s: d * 100 * teacher_student_cosine(t, s),
+}
+
+# Instinct inputs: the per-layer lists of fastnas.proxies.inputs (outputs = the authors' act, Conv2d outputs).
+INSTINCT_INPUTS = ("activations", "outputs", "grads", "weights", "virtual_grads")
+INTERACTION_INPUTS = ("feature", "embedding", "logits")  # the authors' k1, k2, k3

@@ -3,37 +3,38 @@
 Zero-cost NAS proxies (synflow, snip, grasp, fisher, grad_norm, jacov: Abdelfattah et al.,
 "Zero-Cost Proxies for Lightweight NAS", ICLR 2021, following their reference code
 mohsaied/zero-cost-nas; nwot: Mellor et al., "Neural Architecture Search without
-Training", ICML 2021), the size baselines params and flops, the distillation-aware
-DisWOT (Dong et al., CVPR 2023) and the two proxies Auto-DAS found (Sun et al., ECCV 2024,
-as in the authors' lliai/Auto-DAS code). Every score is one float per network,
-summed over the Conv2d / Linear layers where the proxy is per layer; higher means
-a better predicted architecture.
+Training", ICML 2021), the size baselines params and flops, two size controls (conv_count,
+conv_sqrt_numel_log_c: what the instinct terms of the authors' Auto-DAS programs reduce to),
+and the distillation-aware DisWOT (Dong et al., CVPR 2023) as its authors' code computes it
+(`diswot`) next to fastnas's earlier variant (`diswot_fastnas`). The Auto-DAS programs are in
+`released`. Every score is one float per network, summed over the Conv2d / Linear layers where
+the proxy is per layer; higher means a better predicted architecture.
 
 The ``reads="inputs"`` proxies share one forward + CE backward (`ProxyInputs`); the
-``reads="model"`` ones run their own passes on the registry's private copy.
+``reads="model"`` ones run their own passes on the registry's private copy, ``diswot``
+(``reads="pair"``) on copies of student and teacher.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..distill.teachers import Teacher
 from ..nn.cost import count_flops, count_params
-from ..ops import foreach_reduce, gram_distance, pair_distance
-from .inputs import LAYER_TYPES, NetworkOutputs, ProxyInputs, _split_output
+from ..ops import foreach_reduce, gram_distance
+from .inputs import LAYER_TYPES, NetworkOutputs, ProxyInputs, _split_output, network_outputs
 from .registry import register_proxy
 
 ZERO_COST = "Abdelfattah et al. 2021, Zero-Cost Proxies for Lightweight NAS"
-AUTO_DAS = "Sun et al. 2024, Auto-DAS (ECCV)"
+DISWOT = "Dong et al. 2023, DisWOT (CVPR)"
 # jacov's eigenvalue offset, as in the reference code.
 JACOV_EPS = 1e-5
-# Auto-DAS's KL temperature (distance "kl_T8", scaled by T^2) and interaction weight ("w100_teacher_student").
-AUTODAS_KL_TEMPERATURE = 8.0
-AUTODAS_INTERACTION_WEIGHT = 100.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -89,17 +90,18 @@ def _class_weight_gradient(outputs: NetworkOutputs, labels: torch.Tensor) -> tor
 
 
 def _relation_features(outputs: NetworkOutputs) -> torch.Tensor:
-    """[B, D] features of the last stage before pooling (DisWOT's feature[-2]); the embedding without maps."""
+    """[B, D] features of the last stage before pooling; the embedding without maps."""
     return outputs.features[-1].flatten(1) if outputs.features else outputs.embedding
 
 
-@register_proxy("diswot", needs_teacher=True, source="Dong et al. 2023, DisWOT (CVPR)")
-def diswot(inputs: ProxyInputs) -> torch.Tensor:
-    """-(semantic + relation distance), both as gram_distance (row-normalized Gram matrices).
+@register_proxy("diswot_fastnas", needs_teacher=True, source="fastnas's variant of " + DISWOT)
+def diswot_fastnas(inputs: ProxyInputs) -> torch.Tensor:
+    """fastnas's DisWOT variant: -(semantic + relation), both as gram_distance (row-normalized Gram matrices).
 
-    Semantic: the class x class Gram of the classifier-weight gradients [K, D] (DisWOT's Grad-CAM
-    class similarity, which compares classes so student and teacher widths may differ).
-    Relation: the sample x sample Gram of the last-stage features [B, D] (similarity-preserving KD).
+    Semantic: the class x class Gram of the classifier-weight gradients [K, D] (which compares classes so
+    student and teacher widths may differ). Relation: the sample x sample Gram of the last-stage features
+    [B, D]. The networks keep their weights (the teacher trained, the student as initialized), unlike
+    DisWOT's code (`diswot`).
     """
     teacher = inputs.teacher
     semantic = gram_distance(_class_weight_gradient(inputs.student, inputs.labels),
@@ -108,61 +110,88 @@ def diswot(inputs: ProxyInputs) -> torch.Tensor:
     return -(semantic + relation)
 
 
-def _aligned_embeddings(inputs: ProxyInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Student and teacher embeddings [B, D] truncated to the narrower width.
+def gaussian_init_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """DisWOT's network_weight_gaussian_init (lliai/DisWOT-CVPR2023, predictor/pruners/measures/diswot.py):
+    Conv2d and Linear weights N(0, 1) and biases 0, BatchNorm2d / GroupNorm weights 1 and biases 0. In place."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(module.weight, generator=generator)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.weight is not None:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+    return model
 
-    Auto-DAS compares them element-wise and leaves alignment as a TODO (its NB201 and ResNet
-    students match the ResNet teacher's 64 channels); truncation is what the authors do for
-    mismatched channels elsewhere in their code (``inter_fd``).
+
+def normalized_outer_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """||N(a a^T) - N(b b^T)||_F^2 for each pair of rows a, b [..., D], N = F.normalize over rows (eps 1e-12).
+
+    The loss of ICKD / similarity-preserving KD on one vector, without the D x D matrices: row i of
+    N(a a^T) is alpha_i a, alpha_i = a_i / max(|a_i| ||a||, eps), and for outer products
+    ||alpha a^T - beta b^T||^2 = |alpha|^2 |a|^2 + |beta|^2 |b|^2 - 2 (alpha . beta)(a . b).
     """
-    student, teacher = inputs.student.embedding, inputs.teacher.embedding
-    width = min(student.shape[1], teacher.shape[1])
-    return student[:, :width], teacher[:, :width]
+    def alpha(x: torch.Tensor) -> torch.Tensor:
+        return x / (x.abs() * x.norm(dim=-1, keepdim=True)).clamp_min(eps)
+
+    alpha_a, alpha_b = alpha(a), alpha(b)
+    return (alpha_a.square().sum(-1) * a.square().sum(-1) + alpha_b.square().sum(-1) * b.square().sum(-1)
+            - 2 * (alpha_a * alpha_b).sum(-1) * (a * b).sum(-1))
 
 
-def _column_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean over feature columns of the cosine similarity across the batch (F.cosine_similarity dim=0)."""
-    return 1 - pair_distance(student.T.contiguous(), teacher.T.contiguous(), "cosine").mean()
+def _reinitialized_outputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                           generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(classifier-weight gradient [K, D], embedding [B, D]) of `model` re-initialized N(0, 1), in train mode."""
+    work = copy.deepcopy(model.model if isinstance(model, Teacher) else model)  # the Teacher wrapper stays in eval
+    gaussian_init_(work, generator).train()
+    with torch.no_grad():
+        outputs = network_outputs(work, images)
+    return _class_weight_gradient(outputs, labels), outputs.embedding
 
 
-def _conv_grad_log_softmax(inputs: ProxyInputs) -> list[torch.Tensor]:
-    """Auto-DAS's instinct input "grad" (Conv2d weight gradients only), log-softmaxed over output channels."""
-    return [F.log_softmax(g, dim=0) for g in inputs.grads if g.dim() == 4]
+@register_proxy("diswot", reads="pair", source=DISWOT + " (the authors' code)")
+def diswot(model: nn.Module, teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """DisWOT as its code computes it (lliai/DisWOT-CVPR2023, the NB201 rank script's compute_diswot_procedure):
+    teacher and student re-initialized N(0, 1) (`gaussian_init_`), then -(ICKD + SP):
 
+    * ICKD (distiller_zoo/ICKD.py) on the classifier-weight gradients viewed [K, D, 1, 1]: the sum over
+      classes k of ||N(g_k g_k^T) teacher - student||^2 / (D K);
+    * SP (Similarity, called on the pooled embeddings [B, D] themselves, not a list of them, so it pairs
+      sample rows and the code keeps the first): ||N(e e^T) teacher - student||^2 / D^2 of sample 0's
+      embeddings e [D].
 
-@register_proxy("autodas_nb201", needs_teacher=True, source=AUTO_DAS + ", program found on NB201")
-def autodas_nb201(inputs: ProxyInputs) -> torch.Tensor:
-    """Instinct: sum over conv layers of mean |tanh(log_softmax(dL/dW, dim 0))|.
-    Interaction: mean(s * t) * 100 * column cosine(s, t), s and t = softmax_0(mish(e)^2) of the embeddings.
+    fastnas's choices: the student is re-initialized from the global RNG (the caller seeds it), the teacher
+    from a generator seeded with torch.initial_seed(), so it is the same network for every student of a run
+    (the authors initialize it once); the teacher's gradient is this batch's (the authors' accumulates over
+    the students, never zeroed); one batch for all students (the authors draw a new one per student); when
+    the embeddings differ in width both are truncated to the narrower (the authors' code needs equal widths).
     """
-    log_probs = _conv_grad_log_softmax(inputs)
-    numels = torch.tensor([g.numel() for g in log_probs]).to(inputs.grads[0])
-    instinct = (foreach_reduce(log_probs, "tanh", "l1") / numels).sum() if log_probs else torch.zeros(())
-
-    def transform(embedding: torch.Tensor) -> torch.Tensor:
-        return F.softmax(F.mish(embedding).pow(2), dim=0)
-
-    student, teacher = (transform(e) for e in _aligned_embeddings(inputs))
-    interaction = (student * teacher).mean() * AUTODAS_INTERACTION_WEIGHT * _column_cosine(student, teacher)
-    return instinct + interaction
+    generator = torch.Generator(device=images.device).manual_seed(torch.initial_seed())
+    grad_t, embedding_t = _reinitialized_outputs(teacher, images, labels, generator)
+    grad_s, embedding_s = _reinitialized_outputs(model, images, labels, None)
+    width = min(grad_t.shape[1], grad_s.shape[1])
+    grad_t, grad_s, embedding_t, embedding_s = (x[:, :width] for x in (grad_t, grad_s, embedding_t, embedding_s))
+    ickd = normalized_outer_distance(grad_t, grad_s).sum() / (width * grad_t.shape[0])
+    sp = normalized_outer_distance(embedding_t[0], embedding_s[0]) / width ** 2
+    return -(ickd + sp)
 
 
-@register_proxy("autodas_resnet", needs_teacher=True, source=AUTO_DAS + ", program found on ResNets (rho_CNN)")
-def autodas_resnet(inputs: ProxyInputs) -> torch.Tensor:
-    """Instinct: sum over conv layers of ||log_softmax(dL/dW, dim 0)||_F (the program's trailing
-    normalized_sum divides a scalar by 1). Interaction: T^2 KL(softmax(t/T) || softmax(s/T)) (batch mean,
-    T = 8) * 100 * column cosine(s, t), s and t = |sigmoid(relu(e))| of the embeddings.
-    """
-    instinct = _layer_total(_conv_grad_log_softmax(inputs), "identity", "l2")
+# --------------------------------------------------------------------------- size controls
 
-    def transform(embedding: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(F.relu(embedding)).abs()
+@register_proxy("conv_count", source="fastnas's size control: the number of Conv2d layers")
+def conv_count(inputs: ProxyInputs) -> float:
+    """The number of Conv2d layers: what autodas_nb201's instinct term reduces to (each layer's
+    mean |tanh(log_softmax(g))| is about tanh(log C), nearly 1)."""
+    return float(sum(inputs.is_conv))
 
-    student, teacher = (transform(e) for e in _aligned_embeddings(inputs))
-    temperature = AUTODAS_KL_TEMPERATURE
-    kl = pair_distance(student / temperature, teacher / temperature, "kl").mean() * temperature ** 2
-    interaction = kl * AUTODAS_INTERACTION_WEIGHT * _column_cosine(student, teacher)
-    return instinct + interaction
+
+@register_proxy("conv_sqrt_numel_log_c", source="fastnas's size control: sum over Conv2d of sqrt(numel) log C_out")
+def conv_sqrt_numel_log_c(inputs: ProxyInputs) -> float:
+    """sum over Conv2d weights [C_out, ...] of sqrt(numel) log C_out: what autodas_resnet's instinct term
+    ||log_softmax_0(g)||_F tends to when the gradients are small (log_softmax over C_out channels -> -log C_out)."""
+    return sum(math.sqrt(w.numel()) * math.log(w.shape[0]) for w, conv in zip(inputs.weights, inputs.is_conv)
+               if conv)
 
 
 # --------------------------------------------------------------------------- proxies with their own passes

@@ -1,14 +1,18 @@
 """Auto-DAS: evolutionary search of a training-free distillation proxy, then a training-free student search.
 
 Proxy search (the paper's Algorithm 1, adaptive-elite EA): a population of P
-random programs (`fastnas.proxies.program`); every iteration draws a fraction r
-of the population, takes its k fittest, mutates one node of a random one of
-them, and keeps the offspring only if it beats a freshly drawn random program
-(otherwise the random program joins); the least fit member then leaves. Fitness
-is the Kendall tau between a program's scores and the distilled accuracies of
-the ground-truth architectures of the training split, computed for all
-candidates in one `rank_corr` call. Defaults (P, T, r, k) = (20, 100, 0.9, 5) are
-the paper's.
+random programs (`fastnas.proxies.program`, drawn from a `ProgramSpace`); every
+iteration draws a fraction r of the population, takes its k fittest, mutates one
+gene of a random one of them, and keeps the offspring only if it beats a freshly
+drawn random program (otherwise the random program joins); the least fit member
+then leaves. Fitness is the Kendall tau (the paper's Eq. 3; the authors' code uses
+Spearman: `fitness="spearman"`) between a program's scores and the distilled
+accuracies of the ground-truth architectures of the training split, computed for
+all candidates in one `rank_corr` call. Defaults (P, T, r, k) = (20, 100, 0.9, 5)
+are the paper's. With `crossover_prob` / `mutation_prob` = 0.5 / 0.1 (the authors'
+exps/search_proxy/nb201/evo_search_jointly.py) the offspring is the parent with,
+at probability 0.5, its instinct or interaction part taken from a second elite
+member, then mutated at probability 0.1 (so it may be an unchanged copy).
 
 Choices where the paper is silent:
 - the ground truth is split at random (seed `seed`) into a fitting part and a
@@ -33,17 +37,25 @@ import random
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
 
+from ..evaluators.proxy_table import nan_as_lowest
+from ..evaluators.statistics import CORRELATIONS, correlation_summaries
 from ..ops import rank_corr
-from ..proxies.inputs import NetworkOutputs, ProxyInputs, collect, network_outputs
-from ..proxies.program import PARTS, Program, check_parts, mutate, random_program, score_population, valid_rows
+from ..proxies.inputs import DEFAULT_LAYER_INPUTS, NetworkOutputs, ProxyInputs, collect, network_outputs
+from ..proxies.program import (Program, ProgramSpace, combine_parts, crossover, mutate, part_scores, random_program,
+                               score, score_population, valid_rows)
+from ..proxies.registry import get_proxy
 from ..runs import RunFolder
 
 PAPER_TRAIN_FRACTION = 4 / 7  # ViT-Bench: validation and test sets in a 4:3 ratio
+AUTHORS_CROSSOVER_PROB, AUTHORS_MUTATION_PROB = 0.5, 0.1  # exps/search_proxy/nb201/evo_search_jointly.py
+# Proxies the searched program is compared with on the held-out split: those that read the cached inputs.
+HELD_OUT_BASELINES = ("grad_norm", "snip", "conv_count", "conv_sqrt_numel_log_c", "diswot_fastnas", "autodas_nb201",
+                      "autodas_resnet", "autodas_nb101", "autodas_vit", "autodas_eq4", "autodas_eq5")
 
 
 @dataclass
@@ -54,7 +66,10 @@ class ProxySearchConfig:
     elite: int = 5  # k (paper)
     seed: int = 0
     max_draws: int = 200  # random draws allowed to find one valid program (our choice)
-    parts: tuple[str, ...] = PARTS  # which program parts may appear (the paper's ablation: one alone)
+    space: ProgramSpace = ProgramSpace()  # what programs may hold (parts: the paper's ablation, one alone)
+    fitness: str = "kendall"  # the paper's Eq. 3; the authors' code rewards Spearman
+    crossover_prob: float = 0.0  # Algorithm 1: mutation only; the authors' code 0.5
+    mutation_prob: float = 1.0  # Algorithm 1; the authors' code 0.1
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -67,8 +82,13 @@ class ProxySearchConfig:
             raise ValueError(f"elite: expected 1 <= elite <= population ({self.population}), got {self.elite}")
         if self.max_draws < 1:
             raise ValueError(f"max_draws: expected >= 1, got {self.max_draws}")
-        self.parts = tuple(self.parts)
-        check_parts(self.parts)
+        if self.fitness not in CORRELATIONS:
+            raise ValueError(f"fitness: expected one of {CORRELATIONS}, got {self.fitness!r}")
+        for name in ("crossover_prob", "mutation_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)}")
+        if isinstance(self.space, dict):  # a config read back from JSON
+            self.space = ProgramSpace(**self.space)
 
 
 def fitness(programs: Sequence[Program], architectures: Sequence[ProxyInputs], target: torch.Tensor,
@@ -114,6 +134,11 @@ class ProxySearch:
             **asdict(config), **(settings or {}), "architectures": len(architectures),
             "held_out": 0 if held_out is None else len(held_out[0])}, default=str))
         self.architectures, self.target = list(architectures), _check_target(architectures, target, "target")
+        missing = sorted(name for name in config.space.layer_inputs()
+                         if any(getattr(inputs, name) is None for inputs in self.architectures))
+        if missing:
+            raise ValueError(f"architectures: the program space reads {missing}, which the cached inputs lack; "
+                             f"collect them with collect(..., layer_inputs=[...]) or narrow space.instinct_inputs")
         self.held_out = None if held_out is None else \
             (list(held_out[0]), _check_target(held_out[0], held_out[1], "held_out target"))
         self.rng = random.Random(config.seed)
@@ -124,13 +149,13 @@ class ProxySearch:
     # ------------------------------------------------------------------ fitness
     def _fitness(self, programs: list[Program]) -> list[float]:
         self.evaluated += len(programs)
-        return fitness(programs, self.architectures, self.target).tolist()
+        return fitness(programs, self.architectures, self.target, self.config.fitness).tolist()
 
     def _random_valid(self, count: int) -> list[tuple[Program, float]]:
         """`count` random programs with a fitness, drawn (and scored) in batches of `count`."""
         found: list[tuple[Program, float]] = []
         for _ in range(self.config.max_draws):
-            programs = [random_program(self.rng, self.config.parts) for _ in range(count - len(found))]
+            programs = [random_program(self.rng, self.config.space) for _ in range(count - len(found))]
             found += [(p, f) for p, f in zip(programs, self._fitness(programs)) if f == f]
             if len(found) == count:
                 return found
@@ -143,10 +168,38 @@ class ProxySearch:
             return {}
         scores = score_population([program], self.held_out[0])
         out = {}
-        for method in ("kendall", "spearman"):
+        for method in CORRELATIONS:
             corr = rank_corr(scores, self.held_out[1], method)[0] if valid_rows(scores)[0] else float("nan")
             out[method] = float(corr)
         return out
+
+    def held_out_statistics(self, program: Program, baselines: Sequence[str] = HELD_OUT_BASELINES,
+                            n_boot: int = 1000, n_perm: int = 1000) -> dict:
+        """`program` and the `baselines` on the held-out split, with intervals (fastnas.evaluators.statistics).
+
+        Returns {"program": summary, "baselines": {name: summary}, "best_baseline": name,
+        "vs_best_baseline": {"kendall": {value, low, high}, "spearman": ...}}: each summary Kendall
+        and Spearman with 95% bootstrap intervals and permutation p-values; the paired difference is
+        program minus the baseline with the highest held-out Kendall tau, on the same resamples. NaN
+        scores rank lowest. Baselines that need a teacher are skipped without one.
+        """
+        if self.held_out is None:
+            return {}
+        inputs, target = self.held_out
+        has_teacher = inputs[0].teacher is not None
+        names = [name for name in baselines if has_teacher or not get_proxy(name).needs_teacher]
+        rows = [score_population([program], inputs)[0]]
+        for name in names:
+            proxy = get_proxy(name)
+            rows.append(torch.tensor([float(proxy.function(x)) for x in inputs], dtype=torch.float64))
+        summaries = correlation_summaries(nan_as_lowest(torch.stack(rows)), target, n_boot=n_boot, n_perm=n_perm,
+                                          seed=self.config.seed)
+        best = summaries[0]["vs_best"]
+        return {"program": {m: summaries[0][m] for m in CORRELATIONS},
+                "baselines": {name: {m: summary[m] for m in CORRELATIONS} for name, summary in zip(names, summaries[1:])},
+                "best_baseline": None if best is None else names[best["row"] - 1],
+                "vs_best_baseline": None if best is None else {m: best[m] for m in CORRELATIONS},
+                "architectures": len(inputs)}
 
     @property
     def best(self) -> tuple[Program, float]:
@@ -172,13 +225,23 @@ class ProxySearch:
                              "now); resume with the same ones or choose another --out")
 
     # ------------------------------------------------------------------ Algorithm 1
+    def _offspring(self, elite: list[tuple[Program, float]]) -> Program:
+        """A parent of the elite, crossed with a second one and mutated, each at its probability."""
+        c = self.config
+        child = self.rng.choice(elite)[0]
+        if c.crossover_prob > 0 and self.rng.random() < c.crossover_prob:
+            child = crossover(child, self.rng.choice(elite)[0], self.rng)
+        if c.mutation_prob >= 1 or self.rng.random() < c.mutation_prob:
+            child = mutate(child, self.rng, c.space)
+        return child
+
     def step(self) -> dict:
         """One iteration of Algorithm 1; returns its metrics record."""
         c = self.config
         drawn = self.rng.sample(self.population, max(1, round(c.ratio * len(self.population))))
         elite = sorted(drawn, key=lambda member: member[1], reverse=True)[:c.elite]
-        parent = self.rng.choice(elite)[0]
-        child, baseline = mutate(parent, self.rng, c.parts), random_program(self.rng, c.parts)
+        child = self._offspring(elite)
+        baseline = random_program(self.rng, c.space)
         child_fitness, baseline_fitness = self._fitness([child, baseline])
         kept = None
         # A NaN fitness compares False, so an invalid offspring never wins and an invalid baseline never joins.
@@ -250,39 +313,58 @@ def split_indices(n: int, train_fraction: float, seed: int) -> tuple[list[int], 
 
 def collect_architectures(build: Callable[[str], torch.nn.Module], archs: Sequence[str], images: torch.Tensor,
                           labels: torch.Tensor, teacher: NetworkOutputs | None, seed: int = 0,
-                          progress: bool = False) -> list[ProxyInputs]:
+                          progress: bool = False, layer_inputs: Sequence[str] = DEFAULT_LAYER_INPUTS
+                          ) -> list[ProxyInputs]:
     """ProxyInputs of every architecture on one batch: torch seed `seed` before each `build(arch)`,
-    one forward and one backward each; `teacher` is the teacher's outputs on the same batch."""
+    one forward and one backward each (another pair for virtual_grads); `teacher` is the teacher's
+    outputs on the same batch; `layer_inputs` as for `collect`."""
     out = []
     for arch in tqdm(archs, desc="collect proxy inputs", unit="arch", disable=not progress):
         torch.manual_seed(seed)
         model = build(arch).to(images.device)
-        out.append(collect(model, images, labels, teacher))
+        out.append(collect(model, images, labels, teacher, layer_inputs=layer_inputs))
     return out
 
 
 # --- training-free student search -------------------------------------------------------------------
-# A scorer: (model, images, labels, the model's ProxyInputs) -> score.
-Scorer = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, ProxyInputs], float]
+@dataclass
+class StudentScorer:
+    """How search-student scores a network: `score(model, images, labels, inputs, teacher)` returns its score,
+    or for a program with min-max scaled parts its (instinct, interaction) pair, scaled over all candidates
+    at the end (`program`). `layer_inputs` is what `collect` keeps for it."""
+
+    score: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, ProxyInputs, NetworkOutputs | None],
+                    float | tuple[float, float]]
+    layer_inputs: tuple[str, ...] = DEFAULT_LAYER_INPUTS
+    needs_teacher: bool = False
+    program: Program | None = None  # set when the score is a pair of parts
+
+    def finish(self, values: Sequence[float | tuple[float, float]]) -> list[float]:
+        """The final scores of all candidates from what `score` returned for each."""
+        if self.program is None:
+            return [float(v) for v in values]
+        parts = torch.tensor([list(v) for v in values], dtype=torch.float64)[None]
+        return combine_parts([self.program], parts)[0].tolist()
 
 
-def rank_students(scorer: Scorer, build: Callable[[str], torch.nn.Module],
+def rank_students(scorer: StudentScorer, build: Callable[[str], torch.nn.Module],
                   archs: Sequence[str], images: torch.Tensor, labels: torch.Tensor,
-                  teacher: NetworkOutputs | None, seed: int = 0, done: dict[str, float] | None = None,
-                  on_scored: Callable[[str, float], None] = lambda arch, value: None,
+                  teacher: NetworkOutputs | None, seed: int = 0, done: dict | None = None,
+                  on_scored: Callable[[str, Any], None] = lambda arch, value: None,
                   progress: bool = False) -> list[tuple[str, float]]:
     """Scores every architecture training-free (one forward and backward each, inputs dropped after
-    scoring); returns (arch, score) pairs best first, NaN scores last. `done` holds scores of a
-    previous run that are reused; `on_scored` is called after each new score (for resuming)."""
-    scores = dict(done or {})
+    scoring); returns (arch, score) pairs best first, NaN scores last. `done` holds values of a
+    previous run that are reused; `on_scored` is called after each new value (for resuming)."""
+    values = dict(done or {})
     for arch in tqdm(archs, desc="score students", unit="arch", disable=not progress):
-        if arch in scores:
+        if arch in values:
             continue
         torch.manual_seed(seed)
         model = build(arch).to(images.device)
-        scores[arch] = float(scorer(model, images, labels, collect(model, images, labels, teacher)))
-        on_scored(arch, scores[arch])
-    ranked = [(arch, scores[arch]) for arch in archs]
+        inputs = collect(model, images, labels, teacher, layer_inputs=scorer.layer_inputs)
+        values[arch] = scorer.score(model, images, labels, inputs, teacher)
+        on_scored(arch, values[arch])
+    ranked = list(zip(archs, scorer.finish([values[arch] for arch in archs])))
     return sorted(ranked, key=lambda item: -item[1] if item[1] == item[1] else math.inf)  # NaN last
 
 
@@ -323,15 +405,18 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
     fit_index, held_index = split_indices(len(truth.archs), train_fraction, config.seed)
     run = RunFolder(out, resume=resume)
     dataset, images, labels, teacher_out = _setup(data, teacher, batch_size, config.seed, device, progress)
-    if teacher_out is None:
-        config = replace(config, parts=("instinct",))  # interaction parts read the teacher
+    if teacher_out is None:  # interaction parts read the teacher
+        config = replace(config, space=replace(config.space, parts=("instinct",)))
 
     def build(arch: str) -> torch.nn.Module:
         return space.build(arch, dataset.num_classes, dataset.in_channels, image_size=dataset.image_size,
                            **truth.options)
 
     started = time.time()
-    inputs = collect_architectures(build, truth.archs, images, labels, teacher_out, config.seed, progress)
+    layer_inputs = set(DEFAULT_LAYER_INPUTS) | config.space.layer_inputs()
+    layer_inputs |= {name for proxy in HELD_OUT_BASELINES for name in get_proxy(proxy).layer_inputs}
+    inputs = collect_architectures(build, truth.archs, images, labels, teacher_out, config.seed, progress,
+                                   layer_inputs=sorted(layer_inputs))
     collect_seconds = time.time() - started
     accuracy = truth.accuracy
     settings = {"gt": str(Path(gt).resolve()), "data": data, "teacher": teacher, "train_fraction": train_fraction,
@@ -340,8 +425,9 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
                          held_out=([inputs[i] for i in held_index], accuracy[held_index]), run=run,
                          progress=progress, log=log, settings=settings)
     best, best_fitness = search.run()
-    result = {"program": best.to_dict(), "formula": best.formula(), "fit_kendall": best_fitness,
-              "held_out": search.held_out_correlation(best), "fit_architectures": len(fit_index),
+    result = {"program": best.to_dict(), "formula": best.formula(), "fitness": config.fitness,
+              f"fit_{config.fitness}": best_fitness, "held_out": search.held_out_correlation(best),
+              "held_out_statistics": search.held_out_statistics(best), "fit_architectures": len(fit_index),
               "held_out_architectures": len(held_index), "train_fraction": train_fraction, "split_seed": config.seed,
               "held_out_archs": [truth.archs[i] for i in held_index], "space": space.name, "data": data,
               "teacher": teacher, "batch_size": batch_size,
@@ -354,19 +440,21 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
     return result
 
 
-def load_proxy(spec: str) -> Scorer:
-    """A scorer ``(model, images, labels, inputs) -> float`` from `spec`: the path of a proxy.json of
-    search-proxy (or of a bare program JSON), or ``name:NAME`` of a registered proxy
-    (fastnas.proxies registry, e.g. name:autodas_nb201 or name:diswot)."""
-    from ..proxies import get_proxy
-    from ..proxies.program import score
-
+def load_proxy(spec: str) -> StudentScorer:
+    """A StudentScorer from `spec`: the path of a proxy.json of search-proxy (or of a bare program JSON),
+    or ``name:NAME`` of a registered proxy (fastnas.proxies registry, e.g. name:autodas_nb201 or name:diswot)."""
     if spec.startswith("name:"):
         proxy = get_proxy(spec[len("name:"):])
+        layer_inputs = tuple(sorted(set(DEFAULT_LAYER_INPUTS) | set(proxy.layer_inputs)))
         if proxy.reads == "inputs":
-            return lambda model, images, labels, inputs: float(proxy.function(inputs))
+            return StudentScorer(lambda model, images, labels, inputs, teacher: float(proxy.function(inputs)),
+                                 layer_inputs, proxy.needs_teacher)
+        if proxy.reads == "pair":
+            return StudentScorer(lambda model, images, labels, inputs, teacher:
+                                 float(proxy.function(model, teacher.model, images, labels)), layer_inputs, True)
         # The model is a fresh network built for scoring only, so the proxy may run its own passes on it.
-        return lambda model, images, labels, inputs: float(proxy.function(model, images, labels))
+        return StudentScorer(lambda model, images, labels, inputs, teacher: float(proxy.function(model, images,
+                                                                                                 labels)))
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"proxy: {path} does not exist (write it with `fastnas autodas search-proxy`)")
@@ -375,7 +463,12 @@ def load_proxy(spec: str) -> Scorer:
     except json.JSONDecodeError as error:
         raise ValueError(f"proxy: {path} is not JSON ({error})") from None
     program = Program.from_dict(data["program"] if isinstance(data, dict) and "program" in data else data)
-    return lambda model, images, labels, inputs: score(program, inputs)
+    layer_inputs = tuple(sorted(set(DEFAULT_LAYER_INPUTS) | program.layer_inputs()))
+    if program.scale:
+        return StudentScorer(lambda model, images, labels, inputs, teacher: part_scores(program, inputs),
+                             layer_inputs, program.needs_teacher, program)
+    return StudentScorer(lambda model, images, labels, inputs, teacher: score(program, inputs), layer_inputs,
+                         program.needs_teacher)
 
 
 def parse_count(text: str) -> int:
@@ -427,6 +520,8 @@ def search_student(proxy: str, space_name: str, out: str | Path, n: int = 1000, 
     space = get_space(space_name)
     run = RunFolder(out, resume=resume)
     dataset, images, labels, teacher_out = _setup(data, teacher, batch_size, seed, device, progress)
+    if scorer.needs_teacher and teacher_out is None:
+        raise ValueError(f"teacher: the proxy {proxy} compares students with a teacher; give --teacher, not none")
     input_shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
     if resume:
         state = run.load_checkpoint()
@@ -440,9 +535,9 @@ def search_student(proxy: str, space_name: str, out: str | Path, n: int = 1000, 
         done = {}
         run.save_checkpoint({"candidates": candidates, "scores": done})
 
-    def on_scored(arch: str, value: float) -> None:
+    def on_scored(arch: str, value: float | tuple[float, float]) -> None:
         done[arch] = value
-        run.log({"arch": arch, "score": value})
+        run.log({"arch": arch, "score" if scorer.program is None else "parts": value})
         if len(done) % 25 == 0:
             run.save_checkpoint({"candidates": candidates, "scores": done})
 
