@@ -9,7 +9,10 @@ Two cases, each fused (fastnas) against reference:
 
 Networks are NAS-Bench-201 cells at C=8, N=1 on the digits batch of 128 (the 1,000 candidates at
 C=4 on 32 images, to keep the cache small), the teacher the built-in teacher's architecture
-with random weights (its accuracy does not matter for timing).
+with random weights (its accuracy does not matter for timing). Programs are drawn from the default
+ProgramSpace (the authors' linear instinct over Conv2d outputs, gradients, weights and virtual
+gradients, 3 transforms); the fixed program is the authors' NB201 program (registry autodas_nb201).
+The cache holds what the space reads; the reference collects, per program, what that program reads.
 
 `pytest bench/bench_autodas.py` times both (pytest-benchmark); with --benchmark-disable (CI) each
 runs once on a smaller set and checks that both paths give the same scores.
@@ -32,14 +35,15 @@ import torch
 from fastnas.data import batches, load_data
 from fastnas.distill.teachers import TeacherResNet
 from fastnas.proxies import collect, network_outputs
-from fastnas.proxies.program import Interaction, Instinct, Program, random_program, score, score_population
+from fastnas.proxies.program import Program, ProgramSpace, random_program, score, score_population
+from fastnas.proxies.released import RELEASED
 from fastnas.search_spaces import get_space
 from fastnas.strategies.autodas import fitness
 
 RESULTS = Path(__file__).parent / "results" / "autodas-speed.json"
-# A fixed program of both parts, like the paper's Eq. 4.
-FIXED = Program(instinct=Instinct(("grads", "grads"), (("softmax", "ln_norm"), ("no_op", "no_op")), "sum", "mean"),
-                interaction=Interaction("feature", ("batchnorm", "no_op"), "kl"))
+SPACE = ProgramSpace()
+CACHED = sorted({"weights", "grads"} | SPACE.layer_inputs())  # what search-proxy caches for this space
+FIXED = RELEASED["autodas_nb201"][0]
 
 
 class Setting:
@@ -57,7 +61,8 @@ class Setting:
             torch.manual_seed(seed)
             self.models.append(space.build(arch, dataset.num_classes, dataset.in_channels, C=C, N=1))
         teacher_outputs = network_outputs(self.teacher, self.images)
-        self.cached = [collect(model, self.images, self.labels, teacher_outputs) for model in self.models]
+        self.cached = [collect(model, self.images, self.labels, teacher_outputs, layer_inputs=CACHED)
+                       for model in self.models]
         self.target = torch.tensor([rng.random() for _ in archs], dtype=torch.float64)
 
 
@@ -69,7 +74,8 @@ def reference_scores(programs: list[Program], setting: Setting, n_archs: int | N
         for n, model in enumerate(models):
             work = copy.deepcopy(model)
             teacher = network_outputs(setting.teacher, setting.images)
-            scores[p, n] = score(program, collect(work, setting.images, setting.labels, teacher))
+            needed = sorted({"weights", "grads"} | program.layer_inputs())
+            scores[p, n] = score(program, collect(work, setting.images, setting.labels, teacher, layer_inputs=needed))
     return scores
 
 
@@ -81,7 +87,7 @@ def reference_generation(programs: list[Program], setting: Setting, n_archs: int
 
 def population(size: int, seed: int = 0) -> list[Program]:
     rng = random.Random(seed)
-    return [random_program(rng) for _ in range(size)]
+    return [random_program(rng, SPACE) for _ in range(size)]
 
 
 # --- pytest-benchmark ----------------------------------------------------------------------------------

@@ -256,7 +256,8 @@ def archs(batch):
 TREE = Program(instinct=Instinct(("grads", "grads"), (("softmax", "ln_norm"), ("no_op", "no_op")), "sum", "mean"),
                interaction=Interaction("feature", ("batchnorm", "no_op"), "kl"))
 LINEAR = Program(instinct=LinearInstinct("outputs", ("abs", "to_mean")),
-                 interaction=Interaction("embedding", ("norm_N", "relu", "pow2"), "mse_loss", "w100_teacher_student", 1),
+                 interaction=Interaction("embedding", ("norm_N", "relu", "pow2"), "mse_loss", "w100_teacher_student",
+                                         1),
                  scale=True)
 
 

@@ -165,7 +165,8 @@ def test_released_program_equals_its_transcription(name, setting):
     assert math.isfinite(instinct) and math.isfinite(interaction_part) and interaction_part != 0
     expected = instinct + interaction_part
     assert proxies.score(name, student, (images, labels), teacher) == pytest.approx(expected, rel=1e-7)
-    # rel 1e-7: the authors divide by numel + 1e-9 where fastnas takes the mean. Each part on its own (an interaction far smaller than the instinct would hide in the sum).
+    # rel 1e-7: the authors divide by numel + 1e-9 where fastnas takes the mean. Each part on its own (an
+    # interaction far smaller than the instinct would hide in the sum):
     program = RELEASED[name][0]
     inputs = proxies.collect(copy.deepcopy(student).train(), images, labels, proxies.network_outputs(teacher, images),
                              layer_inputs=["weights", "grads", "virtual_grads"])

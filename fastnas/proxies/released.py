@@ -1,8 +1,8 @@
 """The Auto-DAS programs the authors released, and the paper's Eq. 4 and Eq. 5, as fastnas programs.
 
 Each is registered as a proxy under its name (`fastnas.proxies.score("autodas_nb201", ...)`) and
-is a `Program` (`RELEASED[name]` is the program and where it comes from), so it prints as a formula and can seed or be compared with a
-search. The authors' programs are strings of their code, lliai/Auto-DAS (LinearInstinct genotype
+is a `Program` (`RELEASED[name]` is the program and where it comes from), so it prints as a formula
+and can seed or be compared with a search. The authors' programs are strings of their code, lliai/Auto-DAS (LinearInstinct genotype
 ``INPUT:(input)UNARY:|op|op|op|op|`` and ParaInteraction alleles ``in / trans / weig / dist``, where
 k1, k2, k3 are the last feature map, the pooled embedding and the logits); none of them is printed
 in the paper. Their instinct reads Conv2d layers only, reduces each layer by its mean and sums the

@@ -196,7 +196,8 @@ class ProxySearch:
                                           seed=self.config.seed)
         best = summaries[0]["vs_best"]
         return {"program": {m: summaries[0][m] for m in CORRELATIONS},
-                "baselines": {name: {m: summary[m] for m in CORRELATIONS} for name, summary in zip(names, summaries[1:])},
+                "baselines": {name: {m: summary[m] for m in CORRELATIONS}
+                              for name, summary in zip(names, summaries[1:])},
                 "best_baseline": None if best is None else names[best["row"] - 1],
                 "vs_best_baseline": None if best is None else {m: best[m] for m in CORRELATIONS},
                 "architectures": len(inputs)}
@@ -413,7 +414,8 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
                            **truth.options)
 
     started = time.time()
-    layer_inputs = set(DEFAULT_LAYER_INPUTS) | config.space.layer_inputs()
+    # Only what the programs and the baselines read: a cached population of layer lists is the memory.
+    layer_inputs = {"weights", "grads"} | config.space.layer_inputs()
     layer_inputs |= {name for proxy in HELD_OUT_BASELINES for name in get_proxy(proxy).layer_inputs}
     inputs = collect_architectures(build, truth.archs, images, labels, teacher_out, config.seed, progress,
                                    layer_inputs=sorted(layer_inputs))
@@ -429,7 +431,9 @@ def search_proxy(gt: str | Path, out: str | Path, config: ProxySearchConfig, dat
               f"fit_{config.fitness}": best_fitness, "held_out": search.held_out_correlation(best),
               "held_out_statistics": search.held_out_statistics(best), "fit_architectures": len(fit_index),
               "held_out_architectures": len(held_index), "train_fraction": train_fraction, "split_seed": config.seed,
-              "held_out_archs": [truth.archs[i] for i in held_index], "space": space.name, "data": data,
+              "held_out_archs": [truth.archs[i] for i in held_index],
+              "held_out_scores": score_population([best], [inputs[i] for i in held_index])[0].tolist(),
+              "space": space.name, "data": data,
               "teacher": teacher, "batch_size": batch_size,
               "collect_seconds": collect_seconds, "programs_evaluated": search.evaluated,
               "search_seconds": sum(m.get("seconds", 0.0) for m in run.metrics())}
