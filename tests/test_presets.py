@@ -107,7 +107,7 @@ def test_darts_and_sddarts_presets_end_to_end(cifar, tmp_path, command):
     assert (out / "genotype.json").exists()
 
 
-@pytest.mark.parametrize("preset, retrain_C, side", [("cifar10", 36, 32)])
+@pytest.mark.parametrize("preset, retrain_C, side", [("cifar10", 36, 32), ("imagenet", 48, 224)])
 def test_dnad_presets_end_to_end_with_the_pareto_set_at_the_retrain_width(cifar, tmp_path, capsys, preset,
                                                                           retrain_C, side):
     from fastnas.nn.cost import count_flops, count_params
@@ -133,25 +133,60 @@ def test_dnad_presets_end_to_end_with_the_pareto_set_at_the_retrain_width(cifar,
     assert "retrain params" in capsys.readouterr().out
 
 
-def test_train_preset_end_to_end(cifar, tmp_path):
+def darts_genotype(path):
     import torch
     from fastnas.search_spaces import SuperNetwork
 
     torch.manual_seed(0)
-    SuperNetwork(C=2, layers=3, nodes=2, primitives=("skip_connect", "sep_conv_3x3")).genotype().save(
-        tmp_path / "genotype.json")
+    SuperNetwork(C=2, layers=3, nodes=2, primitives=("skip_connect", "sep_conv_3x3")).genotype().save(path)
+    return str(path)
+
+
+def test_train_cifar10_preset_end_to_end(cifar, tmp_path):
     out = tmp_path / "train"
-    assert main(["train", "--preset", "cifar10", "--data", cifar, "--genotype", str(tmp_path / "genotype.json"),
-                 "--C", "4", "--layers", "3", "--epochs", "2", "--batch-size", "8", "--auxiliary-weight", "0",
-                 "--drop-path", "0", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--preset", "cifar10", "--data", cifar, "--genotype", darts_genotype(tmp_path / "g.json"),
+                 "--C", "4", "--layers", "3", "--epochs", "2", "--batch-size", "8", "--out", str(out), "--quiet"]) == 0
     config = json.loads((out / "config.json").read_text())
     used = config["config"]
     assert (used["schedule"], used["cutout"], used["lr"], used["epochs"], used["C"]) == ("cosine", 16, 0.025, 2, 4)
+    assert (used["auxiliary_weight"], used["drop_path"], used["network"]) == (0.4, 0.2, "cifar")
     assert config["sources"]["cutout"].startswith("preset cifar10: DARTS paper App. A.2; quark0/darts cnn/train.py")
     assert config["sources"]["epochs"] == "flag" and config["preset"] == "cifar10"
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["lr"] for m in metrics] == pytest.approx([0.025, 0.025 * (1 + math.cos(math.pi / 2)) / 2])
-    assert json.loads((out / "result.json").read_text())["preset"] == "cifar10"
+    assert [m["drop_path"] for m in metrics] == pytest.approx([0.0, 0.1])
+    result = json.loads((out / "result.json").read_text())
+    assert result["preset"] == "cifar10" and result["params_with_auxiliary"] > result["params"]
+    assert (out / "network.pt").exists()  # loadable as --teacher checkpoint:PATH
+
+
+def test_train_imagenet_preset_end_to_end(cifar, tmp_path):
+    out = tmp_path / "train"
+    assert main(["train", "--preset", "imagenet", "--data", cifar, "--genotype", darts_genotype(tmp_path / "g.json"),
+                 "--C", "4", "--layers", "3", "--epochs", "2", "--batch-size", "8", "--out", str(out), "--quiet"]) == 0
+    used = json.loads((out / "config.json").read_text())["config"]
+    assert (used["network"], used["image_size"], used["label_smoothing"], used["schedule"]) == \
+        ("imagenet", 224, 0.1, "step")
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["lr"] for m in metrics] == pytest.approx([0.1, 0.1 * 0.97])
+
+
+def test_train_dnad_cifar10_preset_raises_drop_path_by_the_operations(cifar, tmp_path):
+    import torch
+    from fastnas.search_spaces import SuperNetwork
+
+    torch.manual_seed(0)
+    supernet = SuperNetwork(C=2, layers=3, nodes=2, primitives=("skip_connect", "sep_conv_3x3"), mode="relu_norm",
+                            alpha_per_cell=True, alpha_init=2.0)
+    genotype = supernet.genotype(top_k=None)  # every operation lives: 3 cells x (2 + 3 inputs) x 2 ops = 30
+    genotype.save(tmp_path / "dnad.json")
+    out = tmp_path / "train"
+    assert main(["train", "--preset", "dnad-cifar10", "--data", cifar, "--genotype", str(tmp_path / "dnad.json"),
+                 "--C", "4", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--quiet"]) == 0
+    used = json.loads((out / "config.json").read_text())["config"]
+    assert sum(len(node) for cell in genotype.cells for node in cell) == 30
+    assert used["drop_path"] == pytest.approx(0.3 + 0.15 / 112 * (30 - 8 * 3)) and used["drop_path_base"] == 0.3
+    assert used["layers"] == 3
 
 
 def test_a_space_architecture_refuses_a_darts_preset():

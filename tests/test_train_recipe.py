@@ -290,3 +290,18 @@ def test_bf16_autocast_trains_close_to_float32(tmp_path):
         losses.append([r["train_loss"] for r in records])
     assert all(math.isfinite(x) for x in losses[1])
     assert losses[1] == pytest.approx(losses[0], rel=0.05)
+
+
+def test_the_auxiliary_head_runs_only_in_training(cifar):
+    from fastnas.search_spaces import NetworkCIFAR, load_genotype
+
+    torch.manual_seed(0)
+    net = NetworkCIFAR(load_genotype("DARTS_V2"), C=2, num_classes=10, layers=3, auxiliary=True).double()
+    before = {name: p.detach().clone() for name, p in net.auxiliary_head.named_parameters()}
+    calls = []
+    net.auxiliary_head.register_forward_hook(lambda module, inputs, output: calls.append(module.training))
+    result = train_network(net, cifar, TrainConfig(epochs=1, batch_size=10, auxiliary_weight=0.4, drop_path=0.2),
+                           progress=False)
+    assert calls == [True, True]  # the two training steps; the test-set evaluation runs without the head
+    assert 0 <= result["test_accuracy"] <= 1
+    assert all(not torch.equal(p, before[name]) for name, p in net.auxiliary_head.named_parameters())

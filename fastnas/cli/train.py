@@ -27,14 +27,12 @@ NETWORK_IMAGE_SIZE = {"cifar": 32, "imagenet": 224}
 
 def build_genotype_network(genotype, C: int, layers: int, num_classes: int, in_channels: int = 3,
                            network: str = "cifar", auxiliary: bool = False):
-    """The evaluation network of `genotype`: `network` "cifar" (quark0/darts NetworkCIFAR) or "imagenet"."""
-    from ..search_spaces import DiscreteNetwork
+    """The evaluation network of `genotype`: `network` "cifar" (quark0/darts NetworkCIFAR) or "imagenet"
+    (NetworkImageNet), with its auxiliary head if `auxiliary`."""
+    from ..search_spaces import NetworkCIFAR, NetworkImageNet
 
-    if network != "cifar" or auxiliary:
-        raise ValueError("network: the auxiliary head and the ImageNet network come with the DARTS evaluation "
-                         "networks (issue 13 part A), not in this version; train with --network cifar "
-                         "--auxiliary-weight 0")
-    return DiscreteNetwork(genotype, C, num_classes, layers=layers, in_channels=in_channels)
+    cls = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}[network]
+    return cls(genotype, C, num_classes, layers=layers, auxiliary=auxiliary, in_channels=in_channels)
 
 
 def _train_config(args: argparse.Namespace, genotype, layers: int | None):
@@ -69,11 +67,11 @@ def _genotype_width(args: argparse.Namespace, genotype) -> tuple[int, int]:
 
 def _train(args: argparse.Namespace) -> int:
     from ..data import load_data
-    from ..distill import load_teacher
+    from ..distill import load_teacher, save_teacher_checkpoint
     from ..evaluators import train_network
     from ..nn.cost import count_flops, count_params
     from ..runs import RunFolder
-    from ..search_spaces import Genotype, get_space
+    from ..search_spaces import get_space, load_genotype, reference_param_count
 
     apply_preset(args)
     if (args.genotype is None) == (args.space is None) or (args.space is None) != (args.arch is None):
@@ -81,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.space is not None and args.preset != "digits":
         raise ValueError(f"preset: {args.preset} is a DARTS-space retraining protocol; a --space architecture "
                          "trains with the digits preset and the flags you give")
-    genotype = Genotype.load(args.genotype) if args.genotype is not None else None
+    genotype = load_genotype(args.genotype) if args.genotype is not None else None
     if genotype is not None and (args.N is not None or args.patch_size is not None):
         raise ValueError("train: --N and --patch-size are student-space options; use them with --space")
     C, layers = _genotype_width(args, genotype) if genotype is not None else (args.C, None)
@@ -107,17 +105,23 @@ def _train(args: argparse.Namespace) -> int:
                             **space.check_options(space_options(args)))
         described = {"space": space.name, "arch": arch}
     input_shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
-    params, flops = count_params(model), count_flops(model, input_shape)
+    # the papers' count leaves the auxiliary head out (quark0/darts utils.count_parameters_in_MB)
+    params, flops = reference_param_count(model), count_flops(model, input_shape)
+    costs = {"params": params, "params_with_auxiliary": count_params(model), "flops": flops}
     teacher = None if args.kd == "none" else load_teacher(args.teacher, dataset, args.device, progress=not args.quiet)
+    facts = {**costs, **({"teacher": teacher.summary()} if teacher is not None else {})}
     run = RunFolder(args.out, resume=args.resume) if args.out else None
     if run is not None and not args.resume:
         settings = {key: value for key, value in vars(args).items()
                     if key not in ("run", "sources", "preset_flag_defaults", "show_config")}
-        run.write_config({**settings, "config": shown, "sources": sources, "params": params, "flops": flops})
+        run.write_config({**settings, "config": shown, "sources": sources, **facts})
     result = train_network(model, dataset, config, teacher, args.device, run, progress=not args.quiet)
-    result.update(params=params, flops=flops, **described, data=args.data, kd=args.kd, preset=args.preset)
+    result.update(**facts, **described, data=args.data, kd=args.kd, preset=args.preset)
     if run is not None:
         run.write_json("result.json", result)
+        if genotype is not None:  # the retrained network, loadable as --teacher checkpoint:PATH
+            save_teacher_checkpoint(model, run.path / "network.pt", test_accuracy=result["test_accuracy"],
+                                    data=args.data, genotype=str(args.genotype))
     print(f"test accuracy {100 * result['test_accuracy']:.2f}% | {params:,} params | {flops:,} FLOPs | "
           f"{result['seconds']:.0f}s training")
     return 0
