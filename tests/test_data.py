@@ -467,5 +467,8 @@ def test_autoaugment_without_torchvision_says_so(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torchvision", None)
     monkeypatch.setitem(sys.modules, "torchvision.transforms", None)
-    with pytest.raises(ImportError, match="autoaugment: needs torchvision"):
+    with pytest.raises(ValueError, match="autoaugment: needs torchvision, which is not installed"):
         Augmentation(autoaugment=True, mean=(0.5,), std=(0.5,))
+    from fastnas.cli import run
+
+    assert run(["train", "--genotype", "DARTS_V2", "--autoaugment"]) == 2  # one line, before any data is read

@@ -305,3 +305,12 @@ def test_the_auxiliary_head_runs_only_in_training(cifar):
     assert calls == [True, True]  # the two training steps; the test-set evaluation runs without the head
     assert 0 <= result["test_accuracy"] <= 1
     assert all(not torch.equal(p, before[name]) for name, p in net.auxiliary_head.named_parameters())
+
+
+def test_autoaugment_and_workers_train(cifar):
+    pytest.importorskip("torchvision")
+    records = []
+    torch.manual_seed(0)
+    train_network(TinyNet().double(), cifar, TrainConfig(epochs=1, batch_size=10, autoaugment=True, cutout=8,
+                                                          workers=1), progress=False, on_epoch=records.append)
+    assert len(records) == 1 and math.isfinite(records[0]["train_loss"])

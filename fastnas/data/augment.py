@@ -49,7 +49,7 @@ class Augmentation:
         if self.autoaugment:
             if self.mean is None:
                 raise ValueError("autoaugment: needs the normalization statistics (mean, std) of the images")
-            _auto_augment_policy()  # fails now, with a clear message, if torchvision is missing
+            auto_augment_policy()  # fails now, with a clear message, if torchvision is missing
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The augmented batch, same shape and dtype as `images` ``[B, C, H, W]``."""
@@ -117,13 +117,16 @@ def cutout(images: torch.Tensor, length: int, gen: torch.Generator) -> torch.Ten
     return images * mask[:, None]
 
 
-def _auto_augment_policy():
-    """torchvision's AutoAugment with the CIFAR10 policy (imported here: torchvision is optional)."""
+def auto_augment_policy():
+    """torchvision's AutoAugment with the CIFAR10 policy (imported here: torchvision is optional).
+
+    Raises ValueError naming the option when torchvision is not installed (a setting this machine cannot run).
+    """
     try:
         from torchvision.transforms import AutoAugment, AutoAugmentPolicy
     except ImportError as error:
-        raise ImportError("autoaugment: needs torchvision (pip install torchvision==0.29.1, the build matching "
-                          "torch 2.14.1); without it, train without --autoaugment") from error
+        raise ValueError("autoaugment: needs torchvision, which is not installed (pip install torchvision==0.29.1, "
+                         "the build matching torch 2.14.1); without it, train without --autoaugment") from error
     return AutoAugment(AutoAugmentPolicy.CIFAR10)
 
 
@@ -135,7 +138,7 @@ def auto_augment(images: torch.Tensor, gen: torch.Generator, mean: tuple[float, 
     draw, and normalized again. AutoAugment draws from the global torch RNG; it runs here under a fork of
     that RNG seeded from `gen`, so the result depends on `gen` only and the global RNG is left untouched.
     """
-    policy = _auto_augment_policy()
+    policy = auto_augment_policy()
     shift = torch.tensor(mean, dtype=images.dtype, device=images.device)[:, None, None]
     scale = torch.tensor(std, dtype=images.dtype, device=images.device)[:, None, None]
     pixels = (images * scale + shift).mul(255.0).round().clamp(0, 255).to(torch.uint8)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import Augmentation, Dataset, ImageData, batches, num_batches
+from ..data.augment import auto_augment_policy
 from ..distill import Teacher, make_kd_loss
 from ..runs import RunFolder
 
@@ -96,6 +97,8 @@ class TrainConfig:
                              f"got {self.epochs}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp: expected one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.autoaugment:
+            auto_augment_policy()  # torchvision is there, or a ValueError says so before any data is read
 
 
 def learning_rate(config: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
