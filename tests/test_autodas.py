@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from fastnas.cli import main as fastnas
 from fastnas.proxies import collect, network_outputs
+from fastnas.proxies import score as score_proxy
 from fastnas.proxies import program as program_module
 from fastnas.proxies.autodas_ops import BINARY_OPS, DISTANCES, TRANSFORMS, UNARY_OPS, WEIGHTS
 from fastnas.proxies.program import (TREE_SPACE, Instinct, Interaction, LinearInstinct, Program, ProgramSpace,
@@ -702,6 +703,19 @@ def test_search_proxy_and_student_commands(tmp_path):
     assert (out / "fitness.png").stat().st_size > 0
     assert (out / "proxy.txt").read_text().strip() == Program.from_dict(proxy["program"]).formula()
     assert proxy["fit_architectures"] + proxy["held_out_architectures"] == 8
+    assert proxy["held_out_statistics"]["architectures"] == proxy["held_out_architectures"]
+    assert len(proxy["held_out_scores"]) == len(proxy["held_out_archs"])
+    authors = tmp_path / "authors"
+    flags = ["--crossover", "--fitness", "spearman", "--signs", "+", "--instinct", "tree", "--layers", "conv"]
+    assert fastnas(["autodas", "search-proxy", *common[:2], "--out", str(authors), *common[4:], "--iterations", "2",
+                    *flags]) == 0
+    config = json.loads((authors / "config.json").read_text())
+    assert (config["crossover_prob"], config["mutation_prob"], config["fitness"]) == (0.5, 0.1, "spearman")
+    assert config["space"]["instinct"] == "tree" and config["space"]["layers"] == "conv"
+    assert config["space"]["signs"] == [1]
+    assert "fit_spearman" in json.loads((authors / "result.json").read_text())
+    with pytest.raises(ValueError, match="signs"):
+        fastnas(["autodas", "search-proxy", *common[:2], "--out", str(tmp_path / "bad"), *common[4:], "--signs", "x"])
     top = search_student(str(out / "proxy.json"), "nb201", tmp_path / "students", n=6, max_params=parse_count("1M"),
                          top_k=2, teacher="none", batch_size=16, progress=False)
     ranking = (tmp_path / "students" / "ranking.csv").read_text().splitlines()
@@ -709,6 +723,37 @@ def test_search_proxy_and_student_commands(tmp_path):
     assert top[0]["score"] >= top[1]["score"]
     with pytest.raises(FileNotFoundError, match="proxy"):
         search_student(str(tmp_path / "none.json"), "nb201", tmp_path / "s2", n=2, teacher="none")
+
+
+def test_rank_students_with_scaled_parts_and_a_pair_proxy(batch, tmp_path):
+    from fastnas.strategies.autodas import load_proxy, rank_students
+
+    images, labels = batch
+    widths = {f"w{w}": w for w in range(2, 8)}
+
+    def build(arch):
+        return Tiny(widths[arch])
+
+    torch.manual_seed(0)
+    teacher = network_outputs(Tiny(12, 3), images)
+    scaled = replace(LINEAR, instinct=LinearInstinct("grads", ("abs", "to_mean")))
+    path = tmp_path / "scaled.json"
+    path.write_text(json.dumps({"program": scaled.to_dict()}))
+    scorer = load_proxy(str(path))
+    assert scorer.program == scaled and "grads" in scorer.layer_inputs
+    ranked = dict(rank_students(scorer, build, list(widths), images, labels, teacher, seed=3))
+    inputs = []
+    for arch in widths:
+        torch.manual_seed(3)
+        inputs.append(collect(build(arch), images, labels, teacher))
+    expected = score_population([scaled], inputs)[0]
+    assert [ranked[a] for a in widths] == pytest.approx(expected.tolist())
+    assert all(0 <= v <= 2 for v in ranked.values())  # two parts, each scaled to [0, 1]
+    # a reads="pair" proxy gets the teacher network that network_outputs kept
+    diswot = rank_students(load_proxy("name:diswot"), build, list(widths), images, labels, teacher, seed=3)
+    torch.manual_seed(3)  # as rank_students before each build
+    model = build(diswot[0][0])
+    assert diswot[0][1] == pytest.approx(score_proxy("diswot", model, (images, labels), teacher))
 
 
 def test_registered_proxy_ranks_students(tmp_path):
