@@ -7,22 +7,35 @@ voted teachers given as stored predictions ("sddarts") or computed by K = 2
 snapshot copies of the super-network on each batch, the paper's teachers
 ("sddarts-snapshot": 2K extra forward passes and a refresh per step; each
 method's step time is also given against DARTS's, "vs_darts"), and DNAD's
-single-level step with the AT loss from a frozen teacher. Both implementations run the very same
-modules and parameters; they differ only in how a node combines its candidates
+single-level step with the AT loss from a frozen teacher. Every variant runs the very same
+modules and parameters; they differ in how a node runs and combines its candidates
 (and, for DNAD, in the AT loss: eager reference vs fused op):
 
 - eager: what quark0/darts model_search.py does. Every edge is a MixedOp
   ``sum(w * op(x) for w, op in zip(weights, ops))`` with a softmax per edge, and
   every convolution operator applies its own ReLU to the edge input;
-- fused: fastnas's MixedNode, one `fastnas.ops.mixed_node` call per node, one
+- fused: every candidate on its own, one `fastnas.ops.mixed_node` call per node, one
   ReLU per edge shared by the convolution operators, operator and depthwise
   outputs rebuilt in backward instead of saved (SuperNetwork.set_recompute);
+  fastnas's step before horizontal fusion (SuperNetwork.set_grouping(False));
 - fused-no-recompute: the same, saving those outputs;
+- grouped: horizontal fusion, fastnas's default: the same operation on the edges of a
+  node (one stride) as one call over the concatenated inputs (fastnas.nn.grouped), the
+  chunks weighed by one `fastnas.ops.chunk_sum` call per node, recompute on;
+- grouped-no-recompute: the same, saving the outputs;
+- grouped-fused-optim: grouped, with the optimizers' fused kernels (torch.optim's
+  fused=True, one kernel for all parameters instead of ~25 aten calls each on the CPU)
+  and the gradient clip's norm from one foreach_reduce (fastnas.ops.clip_grad_norm_):
+  what the strategies' steps become with those two settings;
 - compiled: fused, with the loss (forward, and through AOTAutograd the backward)
-  under `torch.compile` (Inductor); the optimizer steps stay eager;
-- graphed (CUDA only): fused, the whole step (both backward passes and optimizer
+  under `torch.compile` (Inductor); the optimizer steps stay eager (a node traced by
+  torch.compile runs every candidate on its own);
+- graphed (CUDA only): grouped, the whole step (both backward passes and optimizer
   steps) captured once as a CUDA graph and replayed; static batches, so a search
   recaptures only after a pruning event changes the network.
+
+The digits default of `fastnas dnad`/`make demo` is --methods dnad --size 8 --batch 32 (C 16,
+8 cells; the bench's images have 3 channels where digits has 1: only the stem differs).
 
 `pytest bench/bench_search_step.py` times both (CI: --benchmark-disable, where
 each still checks that the two give the same loss and gradients). Running the
@@ -61,12 +74,13 @@ from fastnas.strategies.sddarts import SnapshotTeachers, self_distillation_kl
 from fastnas.strategies.snps import ProgressiveShrinking, SNPSConfig, sparsity_entropy
 
 
-def reference_node_forward(node: MixedNode, inputs, alpha: torch.Tensor) -> torch.Tensor:
+def reference_node_forward(node: MixedNode, inputs, alpha: torch.Tensor, mask=None, weights=None) -> torch.Tensor:
     """DARTS's Cell + MixedOp for one node: a Python sum over edges of sum(w * op(x)), one ReLU per operator.
 
-    The weights are the node's mode of them (softmax per edge for DARTS, relu_norm per node for DNAD).
+    The weights are the node's mode of them (softmax per edge for DARTS, relu_norm per node for DNAD),
+    given by the cell when it computed them for all its nodes at once (as the reference Network does).
     """
-    weights = node.weights(alpha)
+    weights = node.weights(alpha) if weights is None else weights
     total = 0
     for edge, op in node.live:
         module = node.candidates[f"{edge}_{op}"]
@@ -104,24 +118,27 @@ class SearchStep:
     """
 
     def __init__(self, method: str = "darts", C: int = 16, layers: int = 8, batch: int = 32, size: int = 16,
-                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32, capturable: bool = False):
+                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32, capturable: bool = False,
+                 grouping: bool = True, fused_optimizer: bool = False):
         torch.manual_seed(seed)
-        self.method = method
+        self.method, self.fused_optimizer = method, fused_optimizer
         dnad = method == "dnad"
         self.net = SuperNetwork(C, 10, layers, 4, AUTHORS_CIFAR_OPS if dnad else DARTS_PRIMITIVES, in_channels=3,
                                 mode="relu_norm" if dnad else "softmax", alpha_per_cell=dnad,
                                 alpha_init=2.0 if dnad else None).to(device, dtype)
+        self.net.set_grouping(grouping)
+        fused = {"fused": True} if fused_optimizer else {}  # torch.optim's one-kernel step (CPU and CUDA)
         if dnad:
             self.teacher = Teacher(TeacherResNet(3, 10).to(device, dtype), (3, size, size))
             self.at_loss, self.shrinking = ATLoss(), ProgressiveShrinking(SNPSConfig())
             self.weight_optimizer = torch.optim.Adam(self.net.weight_parameters(), 5e-4, betas=(0.5, 0.999),
-                                                     weight_decay=3e-4, capturable=capturable)
-            self.arch_optimizer = torch.optim.SGD(self.net.arch_parameters(), 0.2)
+                                                     weight_decay=3e-4, capturable=capturable, **fused)
+            self.arch_optimizer = torch.optim.SGD(self.net.arch_parameters(), 0.2, **fused)
         else:
             self.weight_optimizer = torch.optim.SGD(self.net.weight_parameters(), 0.025, momentum=0.9,
-                                                    weight_decay=3e-4)
+                                                    weight_decay=3e-4, **fused)
             self.arch_optimizer = torch.optim.Adam(self.net.arch_parameters(), 3e-4, betas=(0.5, 0.999),
-                                                   weight_decay=1e-3, capturable=capturable)
+                                                   weight_decay=1e-3, capturable=capturable, **fused)
         self.teachers, self.teacher_bytes = None, 0
         if method == "sddarts-snapshot":
             self.teachers = SnapshotTeachers(window=2, refresh=1, temperature=1.0)
@@ -159,7 +176,8 @@ class SearchStep:
             self.arch_optimizer.step()
             self.weight_optimizer.zero_grad(set_to_none=True)
         self.loss(self.train_batch).backward()
-        torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), 5.0)
+        clip = fastnas.ops.clip_grad_norm_ if self.fused_optimizer else torch.nn.utils.clip_grad_norm_
+        clip(self.net.weight_parameters(), 5.0)
         self.weight_optimizer.step()
         if self.method == "dnad":
             self.arch_optimizer.step()
@@ -172,11 +190,31 @@ class SearchStep:
         return loss.item(), {name: p.grad.clone() for name, p in self.net.named_parameters()}
 
 
-VARIANTS = ["eager", "fused", "fused-no-recompute", "compiled", "graphed"]
+# variant -> SearchStep settings (recompute: SuperNetwork.set_recompute)
+VARIANTS = {
+    "eager": dict(grouping=True),  # MixedNode.forward replaced by the reference (the cell still computes the weights)
+    "fused": dict(grouping=False),
+    "fused-no-recompute": dict(grouping=False, recompute=False),
+    "grouped": dict(grouping=True),
+    "grouped-no-recompute": dict(grouping=True, recompute=False),
+    "grouped-fused-optim": dict(grouping=True, fused_optimizer=True),
+    "compiled": dict(grouping=False),
+    "graphed": dict(grouping=True),
+}
+DEFAULT_VARIANTS = "eager,fused,grouped,grouped-fused-optim"
 
 
 def implementation(name: str) -> contextlib.AbstractContextManager:
     return reference_mixed_ops() if name == "eager" else contextlib.nullcontext()
+
+
+def make_step(name: str, method: str, **shapes) -> SearchStep:
+    """The SearchStep of variant `name` (see VARIANTS)."""
+    settings = dict(VARIANTS[name])
+    recompute = settings.pop("recompute", True)
+    step = SearchStep(method, **shapes, capturable=name == "graphed", **settings)
+    step.net.set_recompute(recompute)
+    return step
 
 
 def capture_cuda_graph(run: Callable[[], None], warm_up: int = 3) -> Callable[[], None]:
@@ -232,8 +270,7 @@ def measure(method: str, C: int, layers: int, batch: int, size: int, device: str
         if name == "graphed" and not device.startswith("cuda"):
             raise ValueError("variants: 'graphed' captures a CUDA graph and needs --device cuda")
         with implementation(name):
-            step = SearchStep(method, **shapes, capturable=name == "graphed")
-            step.net.set_recompute(name != "fused-no-recompute")
+            step = make_step(name, method, **shapes)
             started = time.perf_counter()
             if name == "compiled":
                 step.loss = torch.compile(step.loss)
@@ -298,14 +335,16 @@ TEST_SHAPES = dict(C=4, layers=3, batch=4, size=8)  # CI (--benchmark-disable): 
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_same_loss_and_gradients(method):
-    """Both implementations give the same loss and gradients (float64, small super-network). The compiled
-    variant compiles for minutes here: tests/test_compile.py checks a tinier super-network under compile."""
+@pytest.mark.parametrize("variant", ["fused", "grouped"])
+def test_same_loss_and_gradients(method, variant):
+    """The eager reference and each fused step give the same loss and gradients (float64, small super-network).
+    The compiled variant compiles for minutes here: tests/test_compile.py checks a tinier super-network under
+    compile; tests/test_horizontal_fusion.py checks whole grouped steps with pruning."""
     results = {}
-    for name in ("eager", "fused"):
+    for name in ("eager", variant):
         with implementation(name):
-            results[name] = SearchStep(method, **TEST_SHAPES, dtype=torch.float64).gradients()
-    (eager_loss, eager_grads), (loss, grads) = results["eager"], results["fused"]
+            results[name] = make_step(name, method, **TEST_SHAPES, dtype=torch.float64).gradients()
+    (eager_loss, eager_grads), (loss, grads) = results["eager"], results[variant]
     assert abs(eager_loss - loss) < 1e-10
     for key in eager_grads:
         torch.testing.assert_close(grads[key], eager_grads[key], rtol=1e-7, atol=1e-10, msg=key)
@@ -328,12 +367,12 @@ def test_cuda_graph_replay_equals_eager_steps(method):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("impl", ["eager", "fused"])
+@pytest.mark.parametrize("impl", ["eager", "fused", "grouped"])
 @pytest.mark.parametrize("method", METHODS)
 def test_search_step(benchmark, method, impl):
     shapes = TEST_SHAPES if benchmark.disabled else BENCH_SHAPES
     with implementation(impl):
-        step = SearchStep(method, **shapes)
+        step = make_step(impl, method, **shapes)
         benchmark.group = f"{method}-search-step"
         benchmark.extra_info.update(shapes, method=method, impl=impl)
         benchmark(step.run)
@@ -343,11 +382,11 @@ def test_search_step(benchmark, method, impl):
 def test_fused_saves_less_for_backward(method):
     """Shared ReLUs and recomputed operator outputs (the byte counts at real sizes are in the JSON)."""
     saved = {}
-    for name in ("eager", "fused"):
+    for name in ("eager", "fused", "grouped"):
         with implementation(name):
-            step = SearchStep(method, **TEST_SHAPES)
+            step = make_step(name, method, **TEST_SHAPES)
             saved[name] = count_saved_bytes(lambda: step.loss(step.train_batch))
-    assert saved["fused"] < 0.8 * saved["eager"]
+    assert saved["fused"] < 0.8 * saved["eager"] and saved["grouped"] < 0.8 * saved["eager"]
 
 
 if __name__ == "__main__":
@@ -360,12 +399,11 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", default=None,
-                        help=f"from {','.join(VARIANTS)}; default eager,fused,fused-no-recompute (and graphed "
-                        "on CUDA). compiled takes minutes to compile a full super-network")
+                        help=f"from {','.join(VARIANTS)}; default {DEFAULT_VARIANTS} (and graphed on CUDA). "
+                        "compiled takes minutes to compile a full super-network")
     parser.add_argument("--out", default=None, help="JSON file (default: print only)")
     args = parser.parse_args()
-    variants = args.variants or ("eager,fused,fused-no-recompute"
-                                 + (",graphed" if args.device.startswith("cuda") else ""))
+    variants = args.variants or (DEFAULT_VARIANTS + (",graphed" if args.device.startswith("cuda") else ""))
     result = [measure(method, args.C, args.layers, args.batch, args.size, args.device, args.steps,
                       tuple(variants.split(","))) for method in args.methods.split(",")]
     darts = next((r for r in result if r["method"] == "darts"), None)

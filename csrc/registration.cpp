@@ -8,6 +8,9 @@ TORCH_LIBRARY(fastnas, m) {
   m.def("mixed_node(Tensor[] outs, Tensor alpha, Tensor mask, str mode, float temperature) -> Tensor");
   m.def("mixed_node_backward(Tensor grad, Tensor[] outs, Tensor alpha, Tensor mask, str mode, "
         "float temperature) -> (Tensor[], Tensor)");
+  // Grouped node value: sum over terms t and chunks j of weights[s] * outs[t][:, j * C: (j + 1) * C].
+  m.def("chunk_sum(Tensor[] outs, Tensor weights, int[] chunks) -> Tensor");
+  m.def("chunk_sum_backward(Tensor grad, Tensor[] outs, Tensor weights, int[] chunks) -> (Tensor[], Tensor)");
   // Attention-transfer loss over (student, teacher) feature-map pairs.
   m.def("at_loss(Tensor[] student, Tensor[] teacher, float p) -> Tensor");
   m.def("at_loss_backward(Tensor grad, Tensor[] student, Tensor[] teacher, float p) -> Tensor[]");

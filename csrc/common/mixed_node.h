@@ -79,6 +79,71 @@ inline MixedNodePlan check_mixed_node_backward_inputs(const at::Tensor& grad, at
   return plan;
 }
 
+// chunk_sum: a node's value from grouped operator outputs. outs[t] is [B, chunks[t] * C, *rest], its
+// chunk j (channels j * C .. (j + 1) * C) weighed by weights[s], s counting the chunks term after term.
+// A slot is one chunk: where it starts in outs[t] (offset j * D) and the step between its batch rows
+// (chunks[t] * D), D = C * prod(rest) being the size of one row of the result.
+struct ChunkSumPlan {
+  std::vector<int64_t> term;          // outs index of each slot
+  std::vector<int64_t> offset;        // its first element in that tensor
+  std::vector<int64_t> batch_stride;  // elements between its batch rows there
+  std::vector<int64_t> result_sizes;  // [B, C, *rest]
+  int64_t batch = 0, row = 0;         // B and D
+  int64_t num_slots() const { return static_cast<int64_t>(term.size()); }
+};
+
+inline ChunkSumPlan check_chunk_sum_inputs(at::TensorList outs, const at::Tensor& weights, at::IntArrayRef chunks,
+                                           bool allow_half) {
+  TORCH_CHECK(!outs.empty(), "outs: expected at least one tensor, got an empty list");
+  TORCH_CHECK(chunks.size() == outs.size(), "chunks: expected one count per tensor of outs (", outs.size(),
+              "), got ", chunks.size());
+  check_dim(weights, "weights", 1, "[chunks]");
+  check_floating(weights, "weights", allow_half);
+  check_same_device(weights, "weights", outs[0], "outs[0]");
+  ChunkSumPlan plan;
+  for (size_t t = 0; t < outs.size(); ++t) {
+    const auto& out = outs[t];
+    const auto name = indexed("outs", t);
+    TORCH_CHECK(chunks[t] >= 1, indexed("chunks", t), ": expected a count >= 1, got ", chunks[t]);
+    TORCH_CHECK(out.dim() >= 2, name, ": expected a tensor [B, chunks * C, ...], got shape ", out.sizes());
+    check_floating(out, name, allow_half);
+    check_same_device(out, name, outs[0], "outs[0]");
+    check_same_dtype(out, name, outs[0], "outs[0]");
+    TORCH_CHECK(out.size(1) % chunks[t] == 0, name, ": expected channels divisible by chunks[", t, "] = ",
+                chunks[t], ", got shape ", out.sizes());
+    auto sizes = out.sizes().vec();
+    sizes[1] /= chunks[t];
+    if (t == 0) {
+      plan.result_sizes = sizes;
+      plan.batch = sizes[0];
+      plan.row = plan.batch == 0 ? 0 : c10::multiply_integers(sizes) / plan.batch;
+    }
+    TORCH_CHECK(sizes == plan.result_sizes, name, ": expected ", chunks[t], " chunks of shape ",
+                at::IntArrayRef(plan.result_sizes), " like outs[0]'s, got shape ", out.sizes());
+    for (int64_t j = 0; j < chunks[t]; ++j) {
+      plan.term.push_back(static_cast<int64_t>(t));
+      plan.offset.push_back(j * plan.row);
+      plan.batch_stride.push_back(chunks[t] * plan.row);
+    }
+  }
+  TORCH_CHECK(weights.numel() == plan.num_slots(), "weights: expected one weight per chunk, sum(chunks) = ",
+              plan.num_slots(), ", got ", weights.numel());
+  TORCH_CHECK(plan.num_slots() <= kMaxLiveOps, "chunks: at most ", kMaxLiveOps, " chunks in all, got ",
+              plan.num_slots());
+  return plan;
+}
+
+inline ChunkSumPlan check_chunk_sum_backward_inputs(const at::Tensor& grad, at::TensorList outs,
+                                                    const at::Tensor& weights, at::IntArrayRef chunks,
+                                                    bool allow_half) {
+  auto plan = check_chunk_sum_inputs(outs, weights, chunks, allow_half);
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef(plan.result_sizes), "grad: expected shape ",
+              at::IntArrayRef(plan.result_sizes), " like the result, got ", grad.sizes());
+  check_same_dtype(grad, "grad", outs[0], "outs[0]");
+  check_same_device(grad, "grad", outs[0], "outs[0]");
+  return plan;
+}
+
 // Weights w[i] of the L live operators from their alpha values, as in
 // fastnas/ops/_reference.py::mixed_node_weights. Live entries of one edge are
 // contiguous (row-major order), so softmax works on runs of equal `edge`.

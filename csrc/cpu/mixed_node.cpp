@@ -189,11 +189,108 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cpu(
   return {grad_outs, grad_alpha.view(alpha.sizes()).to(alpha.options())};
 }
 
+// ---- chunk_sum: the same loops over runs of one batch row, each slot read at its offset in its tensor.
+
+// Calls body(b, r, n) for the runs [lo, hi) of flat result indices split at batch-row ends:
+// result[b * D + r .. + n) reads slot s at b * batch_stride[s] + offset[s] + r.
+template <typename Body>
+void for_each_row_run(int64_t lo, int64_t hi, int64_t row, const Body& body) {
+  while (lo < hi) {
+    const int64_t b = lo / row, r = lo - b * row;
+    const int64_t n = std::min(hi - lo, row - r);
+    body(b, r, n);
+    lo += n;
+  }
+}
+
+std::vector<double> host_weights(const at::Tensor& weights) {
+  const auto flat = weights.detach().to(at::kCPU, at::kDouble).contiguous();
+  return std::vector<double>(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+}
+
+at::Tensor chunk_sum_cpu(at::TensorList outs, const at::Tensor& weights, at::IntArrayRef chunks) {
+  const auto plan = check_chunk_sum_inputs(outs, weights, chunks, /*allow_half=*/true);
+  const auto w = host_weights(weights);
+  const auto inputs = contiguous_all(outs);
+  auto result = at::empty(plan.result_sizes, outs[0].options());
+  const int64_t numel = result.numel();
+  const int L = static_cast<int>(plan.num_slots());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, result.scalar_type(), "chunk_sum_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    constexpr bool kSameType = std::is_same<acc_t, scalar_t>::value;
+    std::vector<const scalar_t*> base;
+    std::vector<acc_t> weight;
+    for (int s = 0; s < L; ++s) {
+      base.push_back(inputs[plan.term[s]].data_ptr<scalar_t>() + plan.offset[s]);
+      weight.push_back(static_cast<acc_t>(w[s]));
+    }
+    scalar_t* dst = result.data_ptr<scalar_t>();
+    at::parallel_for(0, numel, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> block(kSameType ? 0 : std::min(end - begin, kBlock));
+      std::vector<const scalar_t*> src(L);
+      for (int64_t lo = begin; lo < end; lo += kBlock) {
+        const int64_t hi = std::min(end, lo + kBlock);
+        acc_t* sum_block = kSameType ? reinterpret_cast<acc_t*>(dst + lo) : block.data();
+        for_each_row_run(lo, hi, plan.row, [&](int64_t b, int64_t r, int64_t n) {
+          acc_t* sum = sum_block + (b * plan.row + r - lo);
+          for (int s = 0; s < L; ++s) src[s] = base[s] + b * plan.batch_stride[s] + r;
+          scale(sum, src[0], weight[0], n);
+          int s = 1;
+          for (; s + 4 <= L; s += 4) add_scaled4(sum, src[s], src[s + 1], src[s + 2], src[s + 3], &weight[s], n);
+          for (; s < L; ++s) add_scaled(sum, src[s], weight[s], n);
+        });
+        if (!kSameType) std::copy(sum_block, sum_block + (hi - lo), dst + lo);  // rounds to the storage type
+      }
+    });
+  });
+  return result;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> chunk_sum_backward_cpu(const at::Tensor& grad, at::TensorList outs,
+                                                                       const at::Tensor& weights,
+                                                                       at::IntArrayRef chunks) {
+  const auto plan = check_chunk_sum_backward_inputs(grad, outs, weights, chunks, /*allow_half=*/true);
+  const auto w = host_weights(weights);
+  const auto inputs = contiguous_all(outs);
+  const auto grad_c = grad.contiguous();
+  const int64_t numel = grad_c.numel();
+  const int L = static_cast<int>(plan.num_slots());
+
+  std::vector<at::Tensor> grad_outs;
+  for (const auto& out : outs) grad_outs.push_back(at::empty(out.sizes(), out.options()));
+  std::vector<std::vector<double>> partial_dots(at::get_num_threads(), std::vector<double>(L, 0.0));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_c.scalar_type(), "chunk_sum_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* g = grad_c.data_ptr<scalar_t>();
+    at::parallel_for(0, numel, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+      auto& dots = partial_dots[at::get_thread_num()];
+      for_each_row_run(begin, end, plan.row, [&](int64_t b, int64_t r, int64_t n) {
+        for (int s = 0; s < L; ++s) {
+          const int64_t pos = b * plan.batch_stride[s] + plan.offset[s] + r;
+          dots[s] += scale_and_dot(grad_outs[plan.term[s]].data_ptr<scalar_t>() + pos, g + b * plan.row + r,
+                                   inputs[plan.term[s]].data_ptr<scalar_t>() + pos, static_cast<acc_t>(w[s]), n);
+        }
+      });
+    });
+  });
+
+  auto grad_weights = at::zeros({L}, weights.options().dtype(at::kDouble).device(at::kCPU));
+  double* gw = grad_weights.data_ptr<double>();
+  for (const auto& dots : partial_dots) {
+    for (int s = 0; s < L; ++s) gw[s] += dots[s];
+  }
+  return {grad_outs, grad_weights.to(weights.options())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastnas, CPU, m) {
   m.impl("mixed_node", &mixed_node_cpu);
   m.impl("mixed_node_backward", &mixed_node_backward_cpu);
+  m.impl("chunk_sum", &chunk_sum_cpu);
+  m.impl("chunk_sum_backward", &chunk_sum_backward_cpu);
 }
 
 }  // namespace fastnas

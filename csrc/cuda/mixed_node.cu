@@ -193,11 +193,141 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_node_backward_cuda(
   return {grad_outs, grad_alpha.to(alpha.scalar_type())};
 }
 
+// ---- chunk_sum: slot s of result row b is src[s][b * batch_stride[s] + r]; the weights stay on the device.
+
+template <typename scalar_t>
+struct ChunkSlots {
+  const scalar_t* src[kMaxLiveOps];  // each slot's first element
+  scalar_t* grad[kMaxLiveOps];       // the same place in its term's gradient
+  int64_t batch_stride[kMaxLiveOps];
+  int count;
+};
+
+static_assert(sizeof(ChunkSlots<double>) + 64 <= 4096, "ChunkSlots exceeds the 4 KiB kernel argument limit");
+
+template <typename scalar_t>
+ChunkSlots<scalar_t> chunk_slots(const std::vector<at::Tensor>& outs, const std::vector<at::Tensor>& grads,
+                                 const ChunkSumPlan& plan) {
+  ChunkSlots<scalar_t> slots;
+  slots.count = static_cast<int>(plan.num_slots());
+  for (int s = 0; s < slots.count; ++s) {
+    slots.src[s] = outs[plan.term[s]].data_ptr<scalar_t>() + plan.offset[s];
+    slots.grad[s] = grads.empty() ? nullptr : grads[plan.term[s]].data_ptr<scalar_t>() + plan.offset[s];
+    slots.batch_stride[s] = plan.batch_stride[s];
+  }
+  return slots;
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void chunk_sum_forward_kernel(ChunkSlots<scalar_t> slots, const acc_t* weights, scalar_t* out,
+                                         int64_t n, int64_t row) {
+  __shared__ acc_t w[kMaxLiveOps];
+  for (int s = threadIdx.x; s < slots.count; s += blockDim.x) w[s] = weights[s];
+  __syncthreads();
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < n; x += stride) {
+    const int64_t b = x / row, r = x - b * row;
+    acc_t sum = 0;
+    for (int s = 0; s < slots.count; ++s) sum += w[s] * static_cast<acc_t>(slots.src[s][b * slots.batch_stride[s] + r]);
+    out[x] = static_cast<scalar_t>(sum);
+  }
+}
+
+// Writes every slot's gradient w[s] * grad and adds sum(grad * slot) into dots[s]; the loop bound is
+// uniform over the block so every lane reaches the shuffles (as mixed_node_backward_kernel).
+template <typename scalar_t, typename acc_t>
+__global__ void chunk_sum_backward_kernel(ChunkSlots<scalar_t> slots, const acc_t* weights, const scalar_t* grad,
+                                          int64_t n, int64_t row, acc_t* dots) {
+  __shared__ acc_t w[kMaxLiveOps];
+  __shared__ acc_t block_dot[kMaxLiveOps];
+  for (int s = threadIdx.x; s < slots.count; s += blockDim.x) {
+    w[s] = weights[s];
+    block_dot[s] = 0;
+  }
+  __syncthreads();
+  const int64_t step = static_cast<int64_t>(blockDim.x) * kElemsPerThread;
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * step; base < n; base += step * gridDim.x) {
+    acc_t g[kElemsPerThread];
+    int64_t b[kElemsPerThread], r[kElemsPerThread];
+#pragma unroll
+    for (int j = 0; j < kElemsPerThread; ++j) {
+      const int64_t x = base + j * blockDim.x + threadIdx.x;
+      g[j] = x < n ? static_cast<acc_t>(grad[x]) : acc_t(0);
+      b[j] = x / row;
+      r[j] = x - b[j] * row;
+    }
+    for (int s = 0; s < slots.count; ++s) {
+      acc_t dot = 0;
+#pragma unroll
+      for (int j = 0; j < kElemsPerThread; ++j) {
+        const int64_t x = base + j * blockDim.x + threadIdx.x;
+        if (x < n) {
+          const int64_t at_slot = b[j] * slots.batch_stride[s] + r[j];
+          slots.grad[s][at_slot] = static_cast<scalar_t>(w[s] * g[j]);
+          dot += g[j] * static_cast<acc_t>(slots.src[s][at_slot]);
+        }
+      }
+      dot = warp_sum(dot);
+      if (threadIdx.x % 32 == 0) atomicAdd(&block_dot[s], dot);
+    }
+  }
+  __syncthreads();
+  for (int s = threadIdx.x; s < slots.count; s += blockDim.x) atomicAdd(&dots[s], block_dot[s]);
+}
+
+at::Tensor chunk_sum_cuda(at::TensorList outs, const at::Tensor& weights, at::IntArrayRef chunks) {
+  const auto plan = check_chunk_sum_inputs(outs, weights, chunks, /*allow_half=*/true);
+  const at::cuda::OptionalCUDAGuard guard(outs[0].device());
+  const auto inputs = contiguous_all(outs);
+  const auto weights_acc = alpha_in_acc_type(weights, outs[0].scalar_type());
+  auto result = at::empty(plan.result_sizes, outs[0].options());
+  const int64_t n = result.numel();
+  if (n == 0) return result;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, result.scalar_type(), "chunk_sum_cuda", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    chunk_sum_forward_kernel<scalar_t, acc_t><<<grid_for(n, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        chunk_slots<scalar_t>(inputs, {}, plan), weights_acc.data_ptr<acc_t>(), result.data_ptr<scalar_t>(), n,
+        plan.row);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return result;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> chunk_sum_backward_cuda(const at::Tensor& grad, at::TensorList outs,
+                                                                        const at::Tensor& weights,
+                                                                        at::IntArrayRef chunks) {
+  const auto plan = check_chunk_sum_backward_inputs(grad, outs, weights, chunks, /*allow_half=*/true);
+  at::globalContext().alertNotDeterministic("fastnas::chunk_sum_backward (CUDA)");
+  const at::cuda::OptionalCUDAGuard guard(outs[0].device());
+  const auto inputs = contiguous_all(outs);
+  const auto grad_c = grad.contiguous();
+  const auto weights_acc = alpha_in_acc_type(weights, outs[0].scalar_type());
+  const int64_t n = grad_c.numel();
+
+  std::vector<at::Tensor> grad_outs;
+  for (const auto& out : outs) grad_outs.push_back(at::empty(out.sizes(), out.options()));
+  auto dots = at::zeros({plan.num_slots()}, weights_acc.options());
+  if (n > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_c.scalar_type(), "chunk_sum_backward_cuda", [&] {
+      using acc_t = at::acc_type<scalar_t, true>;
+      chunk_sum_backward_kernel<scalar_t, acc_t>
+          <<<grid_for(n, kThreads * kElemsPerThread), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              chunk_slots<scalar_t>(inputs, grad_outs, plan), weights_acc.data_ptr<acc_t>(),
+              grad_c.data_ptr<scalar_t>(), n, plan.row, dots.data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  return {grad_outs, dots.to(weights.scalar_type())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastnas, CUDA, m) {
   m.impl("mixed_node", &mixed_node_cuda);
   m.impl("mixed_node_backward", &mixed_node_backward_cuda);
+  m.impl("chunk_sum", &chunk_sum_cuda);
+  m.impl("chunk_sum_backward", &chunk_sum_backward_cuda);
 }
 
 }  // namespace fastnas

@@ -34,26 +34,34 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
+def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """tensor in dtype; itself, without an aten call, when it has it (the search step is dispatch-bound)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
 class DepthwisePointwise(torch.autograd.Function):
     """pointwise(depthwise(x)) saving x and the weights only; backward recomputes depthwise(x).
 
-    forward(x [B, C, H, W], w_dw [C, 1, k, k], w_pw [C_out, C, 1, 1], stride, padding, dilation)
-    -> [B, C_out, H', W']. Backward is built from differentiable ops, so double backward works.
+    forward(x [B, C, H, W], w_dw [C, 1, k, k], w_pw [C_out, C / g, 1, 1], stride, padding, dilation)
+    -> [B, C_out, H', W']. The pointwise convolution has g = C / w_pw.shape[1] groups: 1 for one
+    operator, n for n operators run as one (fastnas.nn.grouped). Backward is built from
+    differentiable ops, so double backward works.
     """
 
     @staticmethod
     def forward(ctx, x, w_dw, w_pw, stride, padding, dilation):
         ctx.save_for_backward(x, w_dw, w_pw)
         ctx.geometry = (stride, padding, dilation)
-        out = F.conv2d(F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1]), w_pw)
+        out = F.conv2d(F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1]), w_pw, None, 1, 0, 1,
+                       x.shape[1] // w_pw.shape[1])
         ctx.compute_dtype = out.dtype  # bfloat16 under autocast: backward computes as forward did
         return out
 
     @staticmethod
     def backward(ctx, grad):
         saved = ctx.saved_tensors
-        x, w_dw, w_pw = (t.to(ctx.compute_dtype) for t in saved)
-        grad = grad.to(ctx.compute_dtype)
+        x, w_dw, w_pw = (as_dtype(t, ctx.compute_dtype) for t in saved)
+        grad = as_dtype(grad, ctx.compute_dtype)
         stride, padding, dilation = ctx.geometry
         channels = x.shape[1]
         depthwise = F.conv2d(x, w_dw, None, stride, padding, dilation, channels)
@@ -61,7 +69,7 @@ class DepthwisePointwise(torch.autograd.Function):
         # aten.convolution_backward(grad, input, weight, bias_sizes, stride, padding, dilation,
         #                           transposed, output_padding, groups, output_mask)
         grad_depthwise, grad_pw, _ = torch.ops.aten.convolution_backward(
-            grad, depthwise, w_pw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            grad, depthwise, w_pw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], channels // w_pw.shape[1],
             [need_x or need_dw, need_pw, False])
         grad_x = grad_dw = None
         if need_x or need_dw:
@@ -70,8 +78,17 @@ class DepthwisePointwise(torch.autograd.Function):
                 channels, [need_x, need_dw, False])
         # each gradient in its input's dtype, as autocast's casts would return it
         grads = (grad_x, grad_dw, grad_pw)
-        grad_x, grad_dw, grad_pw = (g if g is None else g.to(t.dtype) for g, t in zip(grads, saved))
+        grad_x, grad_dw, grad_pw = (g if g is None else as_dtype(g, t.dtype) for g, t in zip(grads, saved))
         return grad_x, grad_dw, grad_pw, None, None, None
+
+
+def depthwise_pointwise_weights(x: torch.Tensor, w_dw: torch.Tensor, w_pw: torch.Tensor, stride, padding, dilation,
+                                recompute: bool = True) -> torch.Tensor:
+    """pointwise(depthwise(x)) from the weights, as DepthwisePointwise; `recompute`: rebuild the middle in backward."""
+    if recompute and torch.is_grad_enabled():
+        return DepthwisePointwise.apply(x, w_dw, w_pw, stride, padding, dilation)
+    depthwise = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
+    return F.conv2d(depthwise, w_pw, None, 1, 0, 1, x.shape[1] // w_pw.shape[1])
 
 
 def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Conv2d,
@@ -79,8 +96,8 @@ def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Con
     """pointwise(depthwise(x)) for two bias-free Conv2d modules; `recompute`: rebuild the middle in backward."""
     if not (recompute and torch.is_grad_enabled()):
         return pointwise(depthwise(x))
-    return DepthwisePointwise.apply(x, depthwise.weight, pointwise.weight, depthwise.stride, depthwise.padding,
-                                    depthwise.dilation)
+    return depthwise_pointwise_weights(x, depthwise.weight, pointwise.weight, depthwise.stride, depthwise.padding,
+                                       depthwise.dilation)
 
 
 class DilConv(nn.Sequential):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import mixed_node
+from ..ops import chunk_sum, mixed_node
 from ..ops._reference import mixed_node_weights  # alpha -> weights on tiny tensors: plain PyTorch is fine
-from .darts_ops import Zero
+from .darts_ops import Zero, as_dtype, takes_relu_input
+from .grouped import GroupRun, PackedStats, concat, group_signature
 
 
 def _key(edge: int, op: int) -> str:
@@ -24,6 +26,8 @@ def _key(edge: int, op: int) -> str:
 # and backward recomputes it (one more pass over x).
 # The 'none' operator's zeros are stored as their shape. This is ~20% of the bytes a
 # DARTS step saves for backward (bench/bench_search_step.py measures it).
+# On the grouped path the same hook also keeps the concatenated inputs of a group, which the
+# pools save, as the list of the inputs themselves (packed by the same rules) instead of a copy.
 _BATCH_NORM_NODES = ("NativeBatchNormBackward0", "CudnnBatchNormBackward0", "MiopenBatchNormBackward0")
 
 # Called with every tensor the node's saved-tensor hook keeps. That hook hides the saves of mixed_node
@@ -31,8 +35,8 @@ _BATCH_NORM_NODES = ("NativeBatchNormBackward0", "CudnnBatchNormBackward0", "Mio
 saved_tensor_observers: list[Callable[[torch.Tensor], None]] = []
 
 
-def _pack_operator_output(tensor: torch.Tensor, zero_outputs: set[int]):
-    packed = _packed_form(tensor, zero_outputs)
+def _pack_operator_output(tensor: torch.Tensor, zero_outputs: set[int], concats: dict | None = None):
+    packed = _packed_form(tensor, zero_outputs, concats or {})
     for observe in saved_tensor_observers:
         for kept in _tensors_kept(packed):
             observe(kept)
@@ -45,13 +49,18 @@ def _tensors_kept(packed) -> list[torch.Tensor]:
     if packed[0] == "batch_norm":
         _, x, _, stats = packed
         return [x, *(stats or ())]
+    if packed[0] == "concat":
+        return [kept for part in packed[1] for kept in _tensors_kept(part)]
     return []  # zeros: a shape
 
 
-def _packed_form(tensor: torch.Tensor, zero_outputs: set[int]):
+def _packed_form(tensor: torch.Tensor, zero_outputs: set[int], concats: dict):
     node = tensor.grad_fn
     if tensor.data_ptr() in zero_outputs:
         return ("zeros", tensor.shape, tensor.dtype, tensor.device)
+    made_by, inputs = concats.get(tensor.data_ptr(), (None, None))
+    if node is not None and node is made_by:  # the concatenation itself, not a view of it
+        return ("concat", [_packed_form(x, zero_outputs, concats) for x in inputs])
     name = type(node).__name__
     if name in _BATCH_NORM_NODES and node._saved_training and node._saved_weight is None and tensor.dim() >= 2:
         # The CPU/CUDA native kernel also saved the batch mean and 1/std: rebuilding is then one pass.
@@ -66,22 +75,62 @@ def _unpack_operator_output(packed) -> torch.Tensor:
     if packed[0] == "zeros":
         _, shape, dtype, device = packed
         return torch.zeros(shape, dtype=dtype, device=device)
+    if packed[0] == "concat":
+        return torch.cat([_unpack_operator_output(part) for part in packed[1]], dim=1)
     _, x, eps, stats = packed
     if stats is None or torch.is_grad_enabled():
         # Batch statistics of x again (a differentiable graph when backward runs with create_graph=True).
         return F.batch_norm(x, None, None, training=True, eps=eps)
     mean, inv_std = stats
-    # (x - mean) * inv_std as BatchNorm's one-pass inference kernel: var = 1 / inv_std^2 - eps.
-    return F.batch_norm(x, mean, inv_std.pow(-2) - eps, training=False, eps=eps)
+    # (x - mean) * inv_std, BatchNorm's own formula with its saved (float32 under autocast) statistics
+    per_channel = (1, -1) + (1,) * (x.dim() - 2)
+    return as_dtype((x - mean.view(per_channel)) * inv_std.view(per_channel), x.dtype)
+
+
+@dataclass
+class _Term:
+    """One call of a node's forward: `modules` (the same operation on `edges`) run as one group, or one module."""
+
+    edges: tuple[int, ...]
+    modules: list[nn.Module]
+    relu: bool                # the modules take relu(x) (their leading ReLU was factored out)
+    run: GroupRun | None      # None: modules[0] alone, called as a module
+    stats: list[PackedStats]  # one per BatchNorm of the grouped operation
+
+
+class _Plan:
+    """How a node computes one live set on inputs of given shapes: its terms and each chunk's (edge, op)."""
+
+    def __init__(self, terms: list[_Term], slots: list[int]):
+        self.terms, self.slots = terms, slots
+        self.chunks = tuple(len(term.edges) for term in terms)
+        self._slot_index: dict[torch.device, torch.Tensor] = {}
+
+    def slot_index(self, device: torch.device) -> torch.Tensor:
+        """The flat index e * K + k of each chunk's weight, on `device` (uploaded once)."""
+        if device not in self._slot_index:
+            self._slot_index[device] = torch.tensor(self.slots, dtype=torch.long, device=device)
+        return self._slot_index[device]
+
+
+# Plans kept per node (one per live set and input shapes seen); more are only made by changing per-call masks.
+_MAX_PLANS = 8
 
 
 class MixedNode(nn.Module):
     """All candidate operations on all incoming edges of one DARTS node.
 
-    The node value is sum over live (edge e, op k) of w(alpha)[e, k] * op_ek(x_e),
-    computed in one fused call. Pruned operations are deleted (their parameters
-    are freed) and never run. Operations marked ``relu_input`` share one relu(x_e)
-    per edge.
+    The node value is sum over live (edge e, op k) of w(alpha)[e, k] * op_ek(x_e).
+    Pruned operations are deleted (their parameters are freed) and never run.
+    Operations marked ``relu_input`` share one relu(x_e) per edge.
+
+    With ``group_operators`` (the default) the live copies of one operation on edges of
+    one input shape run as one call over their concatenated inputs (fastnas.nn.grouped:
+    grouped convolutions, one BatchNorm over all their channels, the pools), 'none' is
+    skipped (it adds zeros), and fastnas.ops.chunk_sum weighs the chunks. A candidate with
+    forward hooks, or of a kind without a grouped form, runs on its own. Without it,
+    every candidate runs on its own and one fastnas.ops.mixed_node call sums them
+    (also the path under torch.compile). Both give the same values and gradients.
 
     Args:
         num_edges: E, the number of inputs of the node.
@@ -93,14 +142,16 @@ class MixedNode(nn.Module):
         recompute_outputs: keep the outputs of operators ending in an affine-free
             BatchNorm (and of 'none') for the alpha gradient as the few numbers that
             rebuild them from what BatchNorm saves anyway (see above); False saves them.
+        group_operators: run the same operation on several edges as one call (see above).
     """
 
     def __init__(self, num_edges: int, num_ops: int, build: Callable[[int, int], nn.Module],
                  mode: str = "softmax", temperature: float = 1.0, input_stride: int = 1,
-                 recompute_outputs: bool = True):
+                 recompute_outputs: bool = True, group_operators: bool = True):
         super().__init__()
         self.mode, self.temperature, self.input_stride = mode, temperature, input_stride
-        self.recompute_outputs = recompute_outputs
+        self.recompute_outputs, self.group_operators = recompute_outputs, group_operators
+        self._plans: dict[tuple, _Plan] = {}  # reset by prune()
         self.candidates = nn.ModuleDict({_key(e, k): build(e, k) for e in range(num_edges) for k in range(num_ops)})
         # On the CPU on purpose: mixed_node reads it on the host, a device copy would cost a sync.
         self.mask = torch.ones(num_edges, num_ops, dtype=torch.bool)
@@ -125,6 +176,7 @@ class MixedNode(nn.Module):
             self.mask[edge, op] = False
             del self.candidates[_key(edge, op)]
             self._device_masks.clear()
+            self._plans.clear()
 
     def weights(self, alpha: torch.Tensor) -> torch.Tensor:
         """Operator weights [E, K] of this node's mode from alpha [E, K], 0 where pruned; differentiable.
@@ -136,21 +188,33 @@ class MixedNode(nn.Module):
             self._device_masks[alpha.device] = self.mask.to(alpha.device)
         return mixed_node_weights(alpha, self._device_masks[alpha.device], self.mode, self.temperature)
 
+    @property
+    def takes_weights(self) -> bool:
+        """Whether forward() uses the `weights` it is given (the grouped path; the fused op derives its own)."""
+        return self.group_operators and not torch.compiler.is_compiling()
+
     def forward(self, inputs: Sequence[torch.Tensor], alpha: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
         """inputs: E tensors [B, C, H, W]; alpha: [E, K]. Returns [B, C, H', W'].
 
         mask: optional bool [E, K], False = skip that operator in this call only (it
         is neither run nor read, and its alpha gets no gradient); the node's pruned
         operators are skipped either way. Keep it on the CPU (a device mask costs a sync).
+        weights: optional [E, K], self.weights(alpha) computed by the caller (SearchCell does it for
+        all its nodes at once); used without a per-call mask, when takes_weights.
         """
         if mask is None:  # the pruning mask: its live list needs no tensor read (no torch.compile graph break)
             mask, live = self.mask, self.live
         else:
             mask = self._call_mask(mask)
             live = [tuple(pair) for pair in mask.nonzero().tolist()]
+        if self.takes_weights and live:
+            if mask is not self.mask or weights is None:
+                weights = self.weights(alpha) if mask is self.mask else mixed_node_weights(
+                    alpha, mask, self.mode, self.temperature)
+            return self._grouped_forward(inputs, weights, live)
         if not live:
-            return inputs[0][:, :, :: self.input_stride, :: self.input_stride].mul(0.0)
+            return self._zeros(inputs)
         outs, relu_inputs, zero_outputs = [], {}, set()
         for edge, op in live:
             module = self.candidates[_key(edge, op)]
@@ -167,3 +231,63 @@ class MixedNode(nn.Module):
         with torch.autograd.graph.saved_tensors_hooks(lambda t: _pack_operator_output(t, zero_outputs),
                                                       _unpack_operator_output):
             return mixed_node(outs, alpha, mask, self.mode, self.temperature)
+
+    def _zeros(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The value of a node with nothing to add: zeros of the output shape."""
+        return inputs[0][:, :, :: self.input_stride, :: self.input_stride].mul(0.0)
+
+    def _plan(self, live: list[tuple[int, int]], inputs: Sequence[torch.Tensor]) -> _Plan:
+        modules = [self.candidates[_key(edge, op)] for edge, op in live]
+        hooked = tuple(bool(m._forward_hooks or m._forward_pre_hooks) for m in modules)
+        key = (tuple(live), tuple(x.shape for x in inputs), hooked)
+        if key not in self._plans:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = self._make_plan(live, modules, hooked, inputs)
+        return self._plans[key]
+
+    def _make_plan(self, live, modules, hooked, inputs) -> _Plan:
+        # Groups in the order of their first member (row-major): the same operation (op index and
+        # configuration) on edges whose inputs have one shape (a reduction cell's two strides apart).
+        groups: dict[tuple, list[tuple[int, int, nn.Module]]] = {}
+        for (edge, op), module, has_hooks in zip(live, modules, hooked):
+            if isinstance(module, Zero) and not has_hooks:
+                continue  # 'none' adds zeros: its weight still counts in the softmax, through the weights
+            signature = None if has_hooks else group_signature(module)
+            key = (edge, op) if signature is None else (op, signature, inputs[edge].shape)
+            groups.setdefault(key, []).append((edge, op, module))
+        terms, slots = [], []
+        num_ops = self.mask.shape[1]
+        for key, members in groups.items():
+            run, batch_norms, _ = group_signature(members[0][2]) if len(members) > 1 else (None, 0, None)
+            terms.append(_Term(tuple(e for e, _, _ in members), [m for _, _, m in members],
+                               takes_relu_input(members[0][2]), run, [PackedStats() for _ in range(batch_norms)]))
+            slots += [edge * num_ops + op for edge, op, _ in members]
+        return _Plan(terms, slots)
+
+    def _grouped_forward(self, inputs: Sequence[torch.Tensor], weights: torch.Tensor,
+                         live: list[tuple[int, int]]) -> torch.Tensor:
+        plan = self._plan(live, inputs)
+        if not plan.terms:  # only 'none' left
+            return self._zeros(inputs)
+        if not (self.recompute_outputs and torch.is_grad_enabled()):
+            return self._run_plan(plan, inputs, weights, {})
+        concats: dict[int, tuple] = {}  # data_ptr -> (grad_fn, inputs) of each concatenated group input
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: _pack_operator_output(t, set(), concats),
+                                                      _unpack_operator_output):
+            return self._run_plan(plan, inputs, weights, concats)
+
+    def _run_plan(self, plan: _Plan, inputs: Sequence[torch.Tensor], weights: torch.Tensor,
+                  concats: dict[int, tuple]) -> torch.Tensor:
+        term_inputs: dict[tuple, torch.Tensor] = {}  # (edges, relu) -> the input, shared by the terms
+        outs = []
+        for term in plan.terms:
+            if (term.edges, False) not in term_inputs:
+                x = term_inputs[term.edges, False] = concat([inputs[e] for e in term.edges], 1)
+                if len(term.edges) > 1:
+                    concats[x.data_ptr()] = (x.grad_fn, [inputs[e] for e in term.edges])
+            if term.relu and (term.edges, True) not in term_inputs:
+                term_inputs[term.edges, True] = F.relu(term_inputs[term.edges, False])
+            x = term_inputs[term.edges, term.relu]
+            outs.append(term.modules[0](x) if term.run is None else term.run(term.modules, term.stats, x))
+        return chunk_sum(outs, weights.flatten().index_select(0, plan.slot_index(weights.device)), plan.chunks)

@@ -8,10 +8,11 @@ is used on devices without a compiled kernel.
 
 from ._extension import build_info, has_kernel
 from .at_loss import at_loss
-from .foreach_reduce import foreach_reduce
+from .chunk_sum import chunk_sum
+from .foreach_reduce import clip_grad_norm_, foreach_reduce
 from .mixed_node import mixed_node
 from .pair_distance import gram_distance, pair_distance
 from .rank_corr import rank_corr
 
-__all__ = ["at_loss", "build_info", "foreach_reduce", "gram_distance", "has_kernel", "mixed_node", "pair_distance",
-           "rank_corr"]
+__all__ = ["at_loss", "build_info", "chunk_sum", "clip_grad_norm_", "foreach_reduce", "gram_distance", "has_kernel",
+           "mixed_node", "pair_distance", "rank_corr"]

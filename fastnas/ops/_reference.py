@@ -33,30 +33,33 @@ NORMALIZE_EPS = 1e-12
 # --------------------------------------------------------------------------- mixed_node
 
 def mixed_node_weights(alpha: torch.Tensor, mask: torch.Tensor, mode: str,
-                       temperature: float = 1.0) -> torch.Tensor:
+                       temperature: float = 1.0, same_node: torch.Tensor | None = None) -> torch.Tensor:
     """Operator weights w [E, K] of a mixed node; exactly 0 where ``mask`` is False.
 
     softmax: per edge over its live operators of alpha / temperature (an edge
     with no live operator gets all zeros); sigmoid: sigmoid(alpha / temperature);
     relu_norm: relu(alpha) / sum of relu(alpha) over all live entries of the node
     (all zeros when that sum is 0; temperature cancels out); identity: alpha.
+
+    same_node: optional [E, E] 0/1 matrix, 1 where rows i and j belong to the same node, for the
+    rows of several nodes at once (a whole cell): relu_norm then sums over each row's node.
     """
-    mask = mask.to(alpha.device)
+    if mask.device != alpha.device:
+        mask = mask.to(alpha.device)
+    scaled = alpha if temperature == 1 else alpha / temperature  # fewer aten calls: the step is dispatch-bound
     if mode == "softmax":
         # A finite fill (not -inf) keeps rows with no live operator free of NaN.
-        logits = torch.where(mask, alpha / temperature, torch.finfo(alpha.dtype).min)
-        weights = torch.softmax(logits, dim=1)
-    elif mode == "sigmoid":
-        weights = torch.sigmoid(alpha / temperature)
-    elif mode == "relu_norm":
-        live_relu = torch.where(mask, torch.relu(alpha), 0.0)
-        total = live_relu.sum()
-        weights = live_relu / torch.where(total > 0, total, torch.ones_like(total))
-    elif mode == "identity":
-        weights = alpha
-    else:
-        raise ValueError(f"mode: expected one of {MIXED_NODE_MODES}, got {mode!r}")
-    return torch.where(mask, weights, 0.0)
+        logits = torch.where(mask, scaled, torch.finfo(alpha.dtype).min)
+        return torch.where(mask, torch.softmax(logits, dim=1), 0.0)
+    if mode == "sigmoid":
+        return torch.sigmoid(scaled) * mask
+    if mode == "relu_norm":
+        live_relu = torch.relu(alpha) * mask
+        total = live_relu.sum() if same_node is None else (same_node @ live_relu.sum(1)).unsqueeze(1)
+        return live_relu / (total + (total == 0))  # total >= 0; divided by 1 when it is 0 (all weights 0)
+    if mode == "identity":
+        return alpha * mask
+    raise ValueError(f"mode: expected one of {MIXED_NODE_MODES}, got {mode!r}")
 
 
 def mixed_node(outs: Sequence[torch.Tensor], alpha: torch.Tensor, mask: torch.Tensor,
@@ -68,6 +71,19 @@ def mixed_node(outs: Sequence[torch.Tensor], alpha: torch.Tensor, mask: torch.Te
     for weight, out in zip(live_weights[1:], outs[1:]):
         result = result + weight * out
     return result
+
+
+def chunk_sum(outs: Sequence[torch.Tensor], weights: torch.Tensor, chunks: Sequence[int]) -> torch.Tensor:
+    """sum over t and j of weights[s] * outs[t][:, j * C: (j + 1) * C], s counting the chunks in order."""
+    batch, total, start = outs[0].shape[0], 0, 0
+    acc = torch.promote_types(outs[0].dtype, torch.float32)  # float32 sums for float16/bfloat16
+    for out, n in zip(outs, chunks):
+        w = weights[start: start + n].to(acc).view(1, n, 1)
+        total = total + (out.reshape(batch, n, -1).to(acc) * w).sum(1)
+        start += n
+    size = list(outs[0].shape)
+    size[1] //= chunks[0]
+    return total.view(size).to(outs[0].dtype)
 
 
 # --------------------------------------------------------------------------- at_loss

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..nn import MixedNode, darts_node
+from ..ops._reference import mixed_node_weights
 from ..nn.darts_ops import DARTS_PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, check_primitives
 
 # (op name, index of the input state: 0, 1 = the cell inputs, 2 + j = node j)
@@ -120,14 +121,35 @@ class SearchCell(nn.Module):
         self.preprocess0 = _preprocess0(C_pp, C, reduction_prev, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.nodes = nn.ModuleList(darts_node(2 + j, C, reduction, primitives, mode) for j in range(nodes))
+        self._masks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # see _cell_masks
+
+    def node_weights(self, alpha: torch.Tensor) -> list[torch.Tensor]:
+        """Operator weights [E_j, K] of each node (node.weights of its rows of alpha), computed for all at once."""
+        first = self.nodes[0]
+        mask, same_node = self._cell_masks(alpha)
+        weights = mixed_node_weights(alpha, mask, first.mode, first.temperature, same_node)
+        return list(weights.split([node.mask.shape[0] for node in self.nodes]))
+
+    def _cell_masks(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nodes' masks stacked [sum_j E_j, K] and the same-node matrix of the rows, on alpha's device, made
+        once per pruning state (prune() only removes, so the live counts name it)."""
+        key = (alpha.device, alpha.dtype, tuple(len(node.candidates) for node in self.nodes))
+        if key not in self._masks:
+            self._masks.clear()
+            rows = [node.mask.shape[0] for node in self.nodes]
+            same_node = torch.block_diag(*(torch.ones(r, r, dtype=alpha.dtype) for r in rows))
+            self._masks[key] = (torch.cat([node.mask for node in self.nodes]).to(alpha.device),
+                                same_node.to(alpha.device))
+        return self._masks[key]
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """alpha: [sum_j (2 + j), K], node j's rows follow node j-1's."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        weights = self.node_weights(alpha) if self.nodes[0].takes_weights else [None] * len(self.nodes)
         offset = 0
-        for node in self.nodes:
+        for node, node_weights in zip(self.nodes, weights):
             edges = len(states)
-            states.append(node(states, alpha[offset: offset + edges]))
+            states.append(node(states, alpha[offset: offset + edges], weights=node_weights))
             offset += edges
         return torch.cat(states[2:], dim=1)
 
@@ -189,6 +211,14 @@ class SuperNetwork(nn.Module):
             elif isinstance(module, (SepConv, DilConv)):
                 module.recompute_depthwise = enabled
 
+    def set_grouping(self, enabled: bool) -> None:
+        """Horizontal fusion (on by default): each node runs the same operation on several edges as one call
+        (MixedNode.group_operators, fastnas.nn.grouped); off, every operator runs on its own. Values and
+        gradients are the same either way."""
+        for module in self.modules():
+            if isinstance(module, MixedNode):
+                module.group_operators = enabled
+
     def alpha_of(self, cell_index: int) -> torch.Tensor:
         """The alpha tensor [edges, K] that cell `cell_index` uses."""
         if len(self.alphas) == len(self.cells):
@@ -244,13 +274,7 @@ class SuperNetwork(nn.Module):
 
     def cell_weights(self, cell_index: int) -> list[torch.Tensor]:
         """Operator weights [E_j, K] of each node of a cell, differentiable w.r.t. alpha, 0 where pruned."""
-        alpha = self.alpha_of(cell_index)
-        weights, offset = [], 0
-        for node in self.cells[cell_index].nodes:
-            rows = node.mask.shape[0]
-            weights.append(node.weights(alpha[offset: offset + rows]))
-            offset += rows
-        return weights
+        return self.cells[cell_index].node_weights(self.alpha_of(cell_index))
 
     def node_weights(self) -> list[torch.Tensor]:
         """cell_weights of every cell, flattened into one list of [E_j, K] tensors."""
