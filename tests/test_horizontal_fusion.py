@@ -292,3 +292,18 @@ def test_search_steps_equal_with_and_without_grouping(method):
     groups = [term for node in grouped.modules() if isinstance(node, MixedNode)
               for plan in node._plans.values() for term in plan.terms if term.run is not None]
     assert groups and not any(node._plans for node in per_operator.modules() if isinstance(node, MixedNode))
+
+
+@pytest.mark.parametrize("max_norm", [1e-2, 1e2])
+def test_clip_grad_norm_equals_torchs(max_norm):
+    def network_with_grads():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 5)).double()
+        net(torch.randn(2, 3, 8, 8, dtype=torch.float64)).square().sum().backward()
+        return net
+    ours, theirs = network_with_grads(), network_with_grads()
+    total = ops.clip_grad_norm_(ours.parameters(), max_norm)
+    assert_close(total, nn.utils.clip_grad_norm_(theirs.parameters(), max_norm), **CLOSE)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert_close(a.grad, b.grad, **CLOSE)
+    assert (total > max_norm) == (max_norm == 1e-2)  # one case clips, the other leaves the gradients

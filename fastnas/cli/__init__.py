@@ -15,6 +15,7 @@ import warnings
 
 import torch
 
+from .. import default_threads
 from ..runs import RunWarning
 from . import autodas, bench, bench_gt, dnad, nasbench, proxies, sddarts, train
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; bad input raises (ValueError, OSError...) with a message naming the argument."""
     args = build_parser().parse_args(argv)
+    default_threads()  # one CPU thread unless OMP_NUM_THREADS is set: see fastnas.default_threads
     if getattr(args, "compile", False) is None:
         args.compile = not args.quick
     status = args.run(args)

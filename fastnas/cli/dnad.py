@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from .common import add_common, add_preset_options, add_step_options, apply_preset, format_config
 
@@ -90,10 +93,15 @@ def _dnad(args: argparse.Namespace) -> int:
     run = RunFolder(args.out, resume=args.resume, writer=dist.is_main)
     run.config_notes = {"preset": args.preset, "sources": args.sources}
     log = (lambda _: None) if args.quiet else tqdm.write
-    search = DNADSearch(config, run, progress=not args.quiet, log=log, dist=dist)
+    clock = time.perf_counter()
+    search = DNADSearch(config, run, progress=not args.quiet, log=log, dist=dist)  # trains or loads the teacher
+    phases = {"teacher and set-up": time.perf_counter() - clock}
+    clock = time.perf_counter()
     search.run()
+    phases["search"] = time.perf_counter() - clock
     if not dist.is_main:
         return 0
+    clock = time.perf_counter()
     _write_dnad_results(run, search)
     retrain = add_retrain_costs(search.pareto, run, args.preset, search.dataset.num_classes)
     if retrain is not None:
@@ -104,7 +112,10 @@ def _dnad(args: argparse.Namespace) -> int:
         C = search.pareto[0]["retrain"]["C"] if search.pareto else "?"
         print(f"retrain params and FLOPs: the networks of `fastnas train --preset {retrain}` (C = {C}, auxiliary "
               "head excluded)")
+    phases["plots and costs"] = time.perf_counter() - clock
     _print_pareto(search.pareto)
+    print(f"wall time ({torch.get_num_threads()} CPU thread(s)): "
+          + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in phases.items()))
     return 0
 
 
