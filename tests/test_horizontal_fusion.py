@@ -13,6 +13,7 @@ from torch.testing import assert_close
 
 from fastnas import ops
 from fastnas.nn import MixedNode, darts_node
+from fastnas.nn.cost import count_flops
 from fastnas.nn.grouped import PackedStats
 from fastnas.ops import _reference
 from fastnas.search_spaces import DARTS_PRIMITIVES, SuperNetwork
@@ -307,3 +308,9 @@ def test_clip_grad_norm_equals_torchs(max_norm):
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert_close(a.grad, b.grad, **CLOSE)
     assert (total > max_norm) == (max_norm == 1e-2)  # one case clips, the other leaves the gradients
+
+
+def test_flops_of_a_grouped_super_network_count_every_convolution():
+    grouped, per_operator = make_network("dnad", True).float(), make_network("dnad", False).float()
+    assert count_flops(grouped, (3, 8, 8)) == count_flops(per_operator, (3, 8, 8)) > 0
+    assert all(node.group_operators for node in grouped.modules() if isinstance(node, MixedNode))

@@ -38,8 +38,12 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             handles.append(layer.register_forward_hook(conv_hook))
         elif isinstance(layer, nn.Linear):
             handles.append(layer.register_forward_hook(linear_hook))
+    # a grouped node calls no Conv2d module (fastnas.nn.grouped): count with every candidate called on its own
+    grouped = [node for node in module.modules() if isinstance(node, mixed.MixedNode) and node.group_operators]
     was_training = module.training
     try:
+        for node in grouped:
+            node.group_operators = False
         module.eval()
         parameter = next(module.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
@@ -47,6 +51,8 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             module(torch.zeros(1, *input_shape, device=device))
     finally:
         module.train(was_training)
+        for node in grouped:
+            node.group_operators = True
         for handle in handles:
             handle.remove()
     return total
