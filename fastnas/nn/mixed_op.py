@@ -3,10 +3,12 @@
 ``MixedOp(C, stride)`` takes the reference's constructor arguments and its
 ``forward(x, weights)``: the caller has already normalized the weights (the
 reference Network applies ``F.softmax`` to its alphas), so the op sums
-``w[k] * op_k(x)`` through ``fastnas.ops.mixed_node(mode="identity")`` instead of
-a Python ``sum`` of K scaled copies. ``darts_node`` builds a ``MixedNode``
-holding every incoming edge of a reference Cell's node, for one fused call per
-node instead of one per edge. docs/drop-in.md shows both switches.
+``w[k] * op_k(x)`` in one fused call (``fastnas.ops.chunk_sum``, or
+``fastnas.ops.mixed_node(mode="identity")`` with grouping off) instead of a Python
+``sum`` of K scaled copies. ``darts_node`` builds a ``MixedNode`` holding every
+incoming edge of a reference Cell's node, for one fused call per node instead of
+one per edge, and runs the same operation on its edges as one call
+(docs/fusion.md). docs/drop-in.md shows both switches.
 
 The operators are the ones of ``fastnas.nn.darts_ops`` with
 ``search=True``: pooling followed by ``BatchNorm2d(affine=False)`` exactly as the
