@@ -171,10 +171,9 @@ class SearchStep:
             self.teachers.take(self.net, 0)
         self.weight_optimizer.zero_grad(set_to_none=True)
         self.arch_optimizer.zero_grad(set_to_none=True)
-        if self.method != "dnad":  # bi-level
-            self.loss(self.val_batch).backward()
+        if self.method != "dnad":  # bi-level; the alphas' gradient only, as the strategy's autograd.grad(loss, alphas)
+            self.loss(self.val_batch).backward(inputs=self.net.arch_parameters())
             self.arch_optimizer.step()
-            self.weight_optimizer.zero_grad(set_to_none=True)
         self.loss(self.train_batch).backward()
         clip = fastnas.ops.clip_grad_norm_ if self.fused_optimizer else torch.nn.utils.clip_grad_norm_
         clip(self.net.weight_parameters(), 5.0)

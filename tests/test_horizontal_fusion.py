@@ -199,14 +199,19 @@ def test_packed_running_statistics_follow_moves_copies_and_loads():
 
 
 def test_packed_stats_are_views_of_one_tensor():
-    bns = [nn.BatchNorm2d(3, affine=False).double() for _ in range(2)]
+    bns = [nn.BatchNorm2d(3, affine=False).double() for _ in range(3)]
     for i, bn in enumerate(bns):
         bn.running_mean.fill_(i + 1.0)
-    mean, var, count = PackedStats().tensors(bns)
-    assert mean.tolist() == [1.0] * 3 + [2.0] * 3 and count.tolist() == [0, 0]
-    mean.add_(1.0)
-    count.add_(1)
-    assert bns[1].running_mean.tolist() == [3.0] * 3 and bns[0].num_batches_tracked.item() == 1
+    stats = PackedStats([bns[:2], bns[2:]])  # two grouped calls: one over two modules, one over the third
+    stats.refresh()
+    (mean_a, _), (mean_b, _) = stats.views
+    assert mean_a.tolist() == [1.0] * 3 + [2.0] * 3 and mean_b.tolist() == [3.0] * 3
+    mean_a.add_(1.0)
+    stats.count.add_(1)
+    assert bns[1].running_mean.tolist() == [3.0] * 3 and [bn.num_batches_tracked.item() for bn in bns] == [1] * 3
+    bns[2].running_mean = torch.zeros(3, dtype=torch.float64)  # replaced: packed again from the values
+    stats.refresh()
+    assert stats.views[1][0].tolist() == [0.0] * 3 and stats.views[0][0].tolist() == [2.0] * 3 + [3.0] * 3
 
 
 # ----------------------------------------------------------------------------- whole search steps

@@ -24,6 +24,7 @@ fastnas.ops.chunk_sum then weighs the chunks of every group output: the node val
 
 from __future__ import annotations
 
+from operator import attrgetter, itemgetter
 from typing import Callable, Sequence
 
 import torch
@@ -34,36 +35,42 @@ from .darts_ops import DilConv, FactorizedReduce, SepConv, depthwise_pointwise_w
 
 
 class PackedStats:
-    """The running statistics of n BatchNorm2d modules as views of three packed tensors.
+    """The running statistics of a node's grouped BatchNorms as views of three packed tensors.
 
-    ``tensors(bns)`` returns (running_mean [n * C], running_var [n * C], num_batches_tracked [n]), whose
-    slices are the modules' own buffers, so one F.batch_norm over n * C channels updates each module's
-    statistics in place. When any module's buffer is no longer the view handed out (the network was
-    moved with .to(), loaded with assign=True, or another plan packed it), the buffers are packed
-    again from their current values.
+    `sets`: the BatchNorm modules of each grouped call (set i: the n modules one call normalizes over
+    n * C channels). views[i] is (running_mean, running_var) [n * C] of set i, slices of the packed
+    tensors whose own slices are the modules' buffers, so that call updates each module's statistics
+    in place; `count` packs every module's num_batches_tracked, so one add_(1) counts a forward for all.
+    refresh() packs the buffers again from their current values when any module's buffer is no longer
+    the view handed out (the network was moved with .to(), loaded with assign=True, or another plan
+    packed it).
     """
 
-    def __init__(self):
-        self._packed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._views: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    def __init__(self, sets: Sequence[Sequence[nn.BatchNorm2d]]):
+        self.sets = [list(bns) for bns in sets]
+        self.views: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.count: torch.Tensor | None = None
+        self._handed_out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-    def tensors(self, bns: Sequence[nn.BatchNorm2d]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        current = [(bn.running_mean, bn.running_var, bn.num_batches_tracked) for bn in bns]
-        if self._packed is None or any(a is not b for now, views in zip(current, self._views)
-                                       for a, b in zip(now, views)):
-            self._pack(bns, current)
-        return self._packed
+    def refresh(self) -> None:
+        modules = [bn for bns in self.sets for bn in bns]
+        current = [(bn.running_mean, bn.running_var, bn.num_batches_tracked) for bn in modules]
+        if len(current) != len(self._handed_out) or any(
+                a is not b for now, views in zip(current, self._handed_out) for a, b in zip(now, views)):
+            self._pack(modules, current)
 
-    def _pack(self, bns: Sequence[nn.BatchNorm2d], current) -> None:
+    def _pack(self, modules: list[nn.BatchNorm2d], current) -> None:
         with torch.no_grad():
-            mean, var, count = (torch.cat([buffers[i].reshape(-1) for buffers in current]) for i in range(3))
-        self._packed, self._views = (mean, var, count), []
-        width = bns[0].num_features
-        for i, bn in enumerate(bns):
-            bn.running_mean = mean[i * width: (i + 1) * width]
-            bn.running_var = var[i * width: (i + 1) * width]
-            bn.num_batches_tracked = count[i]
-            self._views.append((bn.running_mean, bn.running_var, bn.num_batches_tracked))
+            mean, var, self.count = (torch.cat([buffers[i].reshape(-1) for buffers in current]) for i in range(3))
+        self.views, self._handed_out, start, index = [], [], 0, 0
+        for bns in self.sets:
+            width = bns[0].num_features
+            self.views.append((mean[start: start + len(bns) * width], var[start: start + len(bns) * width]))
+            for bn in bns:
+                bn.running_mean, bn.running_var = mean[start: start + width], var[start: start + width]
+                bn.num_batches_tracked = self.count[index]
+                self._handed_out.append((bn.running_mean, bn.running_var, bn.num_batches_tracked))
+                start, index = start + width, index + 1
 
 
 def _groupable_bn(bn: nn.Module) -> tuple | None:
@@ -94,22 +101,24 @@ def _all(*parts) -> tuple | None:
     return None if any(part is None for part in parts) else parts
 
 
-# ---- The grouped computations: (members, their PackedStats, x [B, n * C_in, H, W]) -> [B, n * C_out, H', W'].
+# ---- The grouped computations: (members, the (running_mean, running_var) of each of their BatchNorm sets,
+# x [B, n * C_in, H, W]) -> [B, n * C_out, H', W']. MixedNode counts the batches (PackedStats.count).
 
-def _batch_norm(bns: Sequence[nn.BatchNorm2d], stats: PackedStats, x: torch.Tensor) -> torch.Tensor:
-    """BatchNorm2d.forward of each module on its channels of x, in one call (affine-free, momentum set)."""
-    mean, var, count = stats.tensors(bns)
-    first = bns[0]
-    if first.training:
-        count.add_(1)  # as BatchNorm2d.forward counts its batches
-    return F.batch_norm(x, mean, var, None, None, first.training, first.momentum, first.eps)
+def _batch_norm(bn: nn.BatchNorm2d, stats: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm2d.forward of each module of a set on its channels of x, in one call (affine-free, momentum set).
+
+    F.batch_norm's own kernel, called directly: two aten calls fewer (F.batch_norm would pick cuDNN's
+    on a GPU; both compute the same).
+    """
+    mean, var = stats
+    return torch.native_batch_norm(x, None, None, mean, var, bn.training, bn.momentum, bn.eps)[0]
 
 
 class _Concat(torch.autograd.Function):
     """torch.cat whose backward hands out the n gradient chunks as one as_strided view each.
 
-    torch.cat's backward narrows each chunk (narrow -> slice -> as_strided: three aten calls); a group
-    concatenates its inputs and every weight, so this is a tenth of the aten calls of a search step.
+    torch.cat's backward narrows each chunk (narrow -> slice -> as_strided: three aten calls), and a group
+    concatenates its inputs and every weight.
     """
 
     @staticmethod
@@ -143,17 +152,19 @@ def _depthwise_pointwise(modules: Sequence[nn.Module], depthwise: int, x: torch.
                                        first.dilation, modules[0].recompute_depthwise)
 
 
-def _sep_conv(modules: Sequence[SepConv], stats: Sequence[PackedStats], x: torch.Tensor) -> torch.Tensor:
-    x = F.relu(_batch_norm([m[2] for m in modules], stats[0], _depthwise_pointwise(modules, 0, x)))
-    return _batch_norm([m[6] for m in modules], stats[1], _depthwise_pointwise(modules, 4, x))
+Stats = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _dil_conv(modules: Sequence[DilConv], stats: Sequence[PackedStats], x: torch.Tensor) -> torch.Tensor:
-    return _batch_norm([m[2] for m in modules], stats[0], _depthwise_pointwise(modules, 0, x))
+def _sep_conv(modules: Sequence[SepConv], stats: Stats, x: torch.Tensor) -> torch.Tensor:
+    x = F.relu(_batch_norm(modules[0][2], stats[0], _depthwise_pointwise(modules, 0, x)))
+    return _batch_norm(modules[0][6], stats[1], _depthwise_pointwise(modules, 4, x))
 
 
-def _factorized_reduce(modules: Sequence[FactorizedReduce], stats: Sequence[PackedStats],
-                       x: torch.Tensor) -> torch.Tensor:
+def _dil_conv(modules: Sequence[DilConv], stats: Stats, x: torch.Tensor) -> torch.Tensor:
+    return _batch_norm(modules[0][2], stats[0], _depthwise_pointwise(modules, 0, x))
+
+
+def _factorized_reduce(modules: Sequence[FactorizedReduce], stats: Stats, x: torch.Tensor) -> torch.Tensor:
     n, first = len(modules), modules[0]
     shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
     halves = [F.conv2d(inp, _cat_weights([getattr(m, name) for m in modules]), None, 2, 0, 1, n)
@@ -161,37 +172,38 @@ def _factorized_reduce(modules: Sequence[FactorizedReduce], stats: Sequence[Pack
     batch, _, height, width = halves[0].shape
     # each edge's channels are its conv_1 outputs, then its conv_2 outputs (FactorizedReduce's cat)
     y = torch.cat([h.view(batch, n, -1, height, width) for h in halves], dim=2).view(batch, -1, height, width)
-    return _batch_norm([m.bn for m in modules], stats[0], y)
+    return _batch_norm(modules[0].bn, stats[0], y)
 
 
-def _pool_bn(modules: Sequence[nn.Sequential], stats: Sequence[PackedStats], x: torch.Tensor) -> torch.Tensor:
-    return _batch_norm([m[1] for m in modules], stats[0], modules[0][0](x))
+def _pool_bn(modules: Sequence[nn.Sequential], stats: Stats, x: torch.Tensor) -> torch.Tensor:
+    return _batch_norm(modules[0][1], stats[0], modules[0][0](x))
 
 
-def _bare_pool(modules: Sequence[nn.Module], stats: Sequence[PackedStats], x: torch.Tensor) -> torch.Tensor:
+def _bare_pool(modules: Sequence[nn.Module], stats: Stats, x: torch.Tensor) -> torch.Tensor:
     return modules[0](x)
 
 
-GroupRun = Callable[[Sequence[nn.Module], Sequence[PackedStats], torch.Tensor], torch.Tensor]
+GroupRun = Callable[[Sequence[nn.Module], Stats, torch.Tensor], torch.Tensor]
+BatchNormOf = Callable[[nn.Module], nn.BatchNorm2d]
 
 
-def group_signature(module: nn.Module) -> tuple[GroupRun, int, tuple] | None:
-    """(how to run a group of such modules, its BatchNorm count, what members must share), or None.
+def group_signature(module: nn.Module) -> tuple[GroupRun, tuple[BatchNormOf, ...], tuple] | None:
+    """(how to run a group of such modules, where each of their BatchNorms is, what members must share), or None.
 
     Two candidates run as one group when their signatures are equal (and so are their input shapes);
     None: `module` runs on its own (an operation fastnas has no grouped form for).
     """
     if type(module) is SepConv:
         parts = _all(*(_conv(module[i]) for i in (0, 1, 4, 5)), _groupable_bn(module[2]), _groupable_bn(module[6]))
-        return None if parts is None else (_sep_conv, 2, parts)
+        return None if parts is None else (_sep_conv, (itemgetter(2), itemgetter(6)), parts)
     if type(module) is DilConv:
         parts = _all(_conv(module[0]), _conv(module[1]), _groupable_bn(module[2]))
-        return None if parts is None else (_dil_conv, 1, parts)
+        return None if parts is None else (_dil_conv, (itemgetter(2),), parts)
     if type(module) is FactorizedReduce:
         parts = _all(_conv(module.conv_1), _conv(module.conv_2), _groupable_bn(module.bn))
-        return None if parts is None else (_factorized_reduce, 1, parts)
+        return None if parts is None else (_factorized_reduce, (attrgetter("bn"),), parts)
     if type(module) is nn.Sequential and len(module) == 2:
         parts = _all(_pool(module[0]), _groupable_bn(module[1]))
-        return None if parts is None else (_pool_bn, 1, parts)
+        return None if parts is None else (_pool_bn, (itemgetter(1),), parts)
     parts = _pool(module)
-    return None if parts is None else (_bare_pool, 0, parts)
+    return None if parts is None else (_bare_pool, (), parts)

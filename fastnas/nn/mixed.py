@@ -95,14 +95,15 @@ class _Term:
     modules: list[nn.Module]
     relu: bool                # the modules take relu(x) (their leading ReLU was factored out)
     run: GroupRun | None      # None: modules[0] alone, called as a module
-    stats: list[PackedStats]  # one per BatchNorm of the grouped operation
+    batch_norm_sets: list[int]  # the plan's PackedStats sets of its BatchNorms, in the operation's order
 
 
 class _Plan:
-    """How a node computes one live set on inputs of given shapes: its terms and each chunk's (edge, op)."""
+    """How a node computes one live set on inputs of given shapes: its terms, each chunk's (edge, op), and
+    the running statistics of every grouped BatchNorm, packed (fastnas.nn.grouped.PackedStats)."""
 
-    def __init__(self, terms: list[_Term], slots: list[int]):
-        self.terms, self.slots = terms, slots
+    def __init__(self, terms: list[_Term], slots: list[int], stats: PackedStats):
+        self.terms, self.slots, self.stats = terms, slots, stats
         self.chunks = tuple(len(term.edges) for term in terms)
         self._slot_index: dict[torch.device, torch.Tensor] = {}
 
@@ -254,16 +255,18 @@ class MixedNode(nn.Module):
             if isinstance(module, Zero) and not has_hooks:
                 continue  # 'none' adds zeros: its weight still counts in the softmax, through the weights
             signature = None if has_hooks else group_signature(module)
-            key = (edge, op) if signature is None else (op, signature, inputs[edge].shape)
+            key = (edge, op) if signature is None else (op, signature[0], signature[2], inputs[edge].shape)
             groups.setdefault(key, []).append((edge, op, module))
-        terms, slots = [], []
+        terms, slots, batch_norm_sets = [], [], []
         num_ops = self.mask.shape[1]
-        for key, members in groups.items():
-            run, batch_norms, _ = group_signature(members[0][2]) if len(members) > 1 else (None, 0, None)
-            terms.append(_Term(tuple(e for e, _, _ in members), [m for _, _, m in members],
-                               takes_relu_input(members[0][2]), run, [PackedStats() for _ in range(batch_norms)]))
+        for members in groups.values():
+            modules = [m for _, _, m in members]
+            run, batch_norms_of, _ = group_signature(modules[0]) if len(members) > 1 else (None, (), None)
+            sets = list(range(len(batch_norm_sets), len(batch_norm_sets) + len(batch_norms_of)))
+            batch_norm_sets += [[batch_norm_of(m) for m in modules] for batch_norm_of in batch_norms_of]
+            terms.append(_Term(tuple(e for e, _, _ in members), modules, takes_relu_input(modules[0]), run, sets))
             slots += [edge * num_ops + op for edge, op, _ in members]
-        return _Plan(terms, slots)
+        return _Plan(terms, slots, PackedStats(batch_norm_sets))
 
     def _grouped_forward(self, inputs: Sequence[torch.Tensor], weights: torch.Tensor,
                          live: list[tuple[int, int]]) -> torch.Tensor:
@@ -279,6 +282,11 @@ class MixedNode(nn.Module):
 
     def _run_plan(self, plan: _Plan, inputs: Sequence[torch.Tensor], weights: torch.Tensor,
                   concats: dict[int, tuple]) -> torch.Tensor:
+        stats = plan.stats
+        if stats.sets:
+            stats.refresh()
+            if stats.sets[0][0].training:
+                stats.count.add_(1)  # as BatchNorm2d.forward counts its batches: every grouped one at once
         term_inputs: dict[tuple, torch.Tensor] = {}  # (edges, relu) -> the input, shared by the terms
         outs = []
         for term in plan.terms:
@@ -289,5 +297,6 @@ class MixedNode(nn.Module):
             if term.relu and (term.edges, True) not in term_inputs:
                 term_inputs[term.edges, True] = F.relu(term_inputs[term.edges, False])
             x = term_inputs[term.edges, term.relu]
-            outs.append(term.modules[0](x) if term.run is None else term.run(term.modules, term.stats, x))
+            outs.append(term.modules[0](x) if term.run is None
+                        else term.run(term.modules, [stats.views[i] for i in term.batch_norm_sets], x))
         return chunk_sum(outs, weights.flatten().index_select(0, plan.slot_index(weights.device)), plan.chunks)
