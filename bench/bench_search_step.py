@@ -16,8 +16,9 @@ modules and parameters; they differ in how a node runs and combines its candidat
   every convolution operator applies its own ReLU to the edge input;
 - fused: every candidate on its own, one `fastnas.ops.mixed_node` call per node, one
   ReLU per edge shared by the convolution operators, operator and depthwise
-  outputs rebuilt in backward instead of saved (SuperNetwork.set_recompute);
-  fastnas's step before horizontal fusion (SuperNetwork.set_grouping(False));
+  outputs rebuilt in backward instead of saved (SuperNetwork.set_recompute):
+  grouping off (SuperNetwork.set_grouping(False)), the node path before horizontal
+  fusion (the code before it is commit 62e61aa^: docs/fusion.md has its aten counts);
 - fused-no-recompute: the same, saving those outputs;
 - grouped: horizontal fusion, fastnas's default: the same operation on the edges of a
   node (one stride) as one call over the concatenated inputs (fastnas.nn.grouped), the
