@@ -1,6 +1,6 @@
 """DARTS vs SD-DARTS on digits over seeds: the paper's snapshot teachers (K = 1, voted K = 2) and the old cache.
 
-For each (method, seed): a search with the digits defaults, its sharpness (the dominant Hessian
+For each (method, seed): a search with the digits defaults, its sharpness (the largest Hessian
 eigenvalue of the validation loss w.r.t. alpha) measured after every epoch (`--sharpness-every 1`:
 the trajectory; the measurement changes nothing else in the search), then `fastnas train` of its
 genotype (plain cross-entropy, 30 epochs) on the digits test split. The methods differ only in their
@@ -10,7 +10,7 @@ not the paper's teacher) at the same temperature, so that its row isolates the t
 One JSON line per (method, seed) in bench/results/sddarts_digits_snapshot.jsonl, resumable (see
 table_runs). Prints the final results (mean ± sd over the seeds) and the sharpness trajectory (mean ±
 sd per epoch). `--recheck-sharpness` measures the final sharpness of each finished search again with
-more samples and power iterations (bench/results/sddarts_digits_snapshot_sharpness.jsonl). Two
+more samples and Lanczos steps (bench/results/sddarts_digits_snapshot_sharpness.jsonl). Two
 single-threaded processes, then the recheck, on a machine left alone:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/sddarts_table.py --shard 0/2 &
@@ -63,6 +63,7 @@ def run_one(method: str, seed: int, out: Path, search_args: list[str], train_arg
     trained = json.loads((train_dir / "result.json").read_text())
     epochs = [m for m in RunFolder(search_dir, resume=True).metrics() if m["kind"] == "epoch"]
     return {"method": method, "seed": seed, "val_accuracy": search["val_accuracy"], "sharpness": search["sharpness"],
+            "sharpness_min": search.get("sharpness_min"),
             "trajectory": [[m["epoch"], m["sharpness"]] for m in epochs if m["sharpness"] is not None],
             "teacher_bytes": search["teacher_bytes"], "search_seconds": search["search_seconds"],
             "search_wall_seconds": wall_seconds, "test_accuracy": trained["test_accuracy"],
@@ -70,18 +71,21 @@ def run_one(method: str, seed: int, out: Path, search_args: list[str], train_arg
 
 
 def recheck_sharpness(method: str, seed: int, out: Path, recheck: dict) -> dict:
-    """The final checkpoint's dominant Hessian eigenvalue with `recheck`'s sample size and iterations."""
+    """The final checkpoint's sharpness (lambda_max; lambda_min beside it) with `recheck`'s sample size and
+    Lanczos steps."""
     run = RunFolder(out / f"{method}-{seed}" / "search", resume=True)
     config = SDDARTSConfig(**{**run.load_checkpoint()["config"], **recheck})  # the search's exact settings
     search = SDDARTSSearch(config, run, progress=False, log=lambda _: None)
     search.run()  # finished: only restores the final state
-    return {"method": method, "seed": seed, **recheck, "sharpness": search.measure_sharpness()}
+    spectrum = search.measure_sharpness()
+    return {"method": method, "seed": seed, **recheck, "sharpness": spectrum.lambda_max,
+            "sharpness_min": spectrum.lambda_min, "sharpness_residual": spectrum.residual_max}
 
 
 def tables(done: list[dict], rechecked: list[dict], methods: list[str], recheck: dict) -> str:
     """The results table and the sharpness-trajectory table, in markdown."""
-    lines = ["| search | supernet val acc (%) | final sharpness, 32 samples x 8 iterations | final sharpness, "
-             f"{recheck['sharpness_samples']} samples x {recheck['sharpness_iterations']} iterations "
+    lines = ["| search | supernet val acc (%) | final sharpness, 32 samples x 8 Lanczos steps | final sharpness, "
+             f"{recheck['sharpness_samples']} samples x {recheck['sharpness_iterations']} Lanczos steps "
              "| retrained test acc (%) | teacher memory (KB) | search time (s) | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     for method in methods:

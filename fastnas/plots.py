@@ -147,11 +147,11 @@ def plot_alpha_evolution(metrics: list[dict], primitives: list[str], path: Path)
 
 
 def plot_sharpness(metrics: list[dict], path: Path) -> None:
-    """DARTS/SD-DARTS: the dominant Hessian eigenvalue of the validation loss w.r.t. alpha, per epoch."""
+    """DARTS/SD-DARTS: the largest Hessian eigenvalue (lambda_max) of the validation loss w.r.t. alpha, per epoch."""
     points = [(m["epoch"], m["sharpness"]) for m in metrics if m.get("kind") == "epoch" and m["sharpness"] is not None]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color="tab:red")
-    ax.set(xlabel="epoch", ylabel="dominant eigenvalue of the Hessian", title="sharpness (val loss w.r.t. alpha)")
+    ax.set(xlabel="epoch", ylabel="largest eigenvalue of the Hessian", title="sharpness (val loss w.r.t. alpha)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

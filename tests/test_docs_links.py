@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# README.md joins this list once its pointer to a design file outside the repository is replaced by docs/design.md.
-PAGES = sorted((REPO / "docs").glob("*.md"))
+PAGES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
 # Paths of the machine the project was developed on, or of files beside the repository, that a reader lacks.
 OUTSIDE = re.compile(r"\.\./shared|/work/|shared/papers|papers/[\w.-]+\.txt|/tmp/")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

@@ -14,7 +14,8 @@ from fastnas.data import ImageData
 from fastnas.runs import RunFolder
 from fastnas.search_spaces import DiscreteNetwork, Genotype
 from fastnas.strategies import SDDARTSConfig, SDDARTSSearch
-from fastnas.strategies.sddarts import SnapshotTeachers, VotedTeacher, self_distillation_kl, snapshot_bytes
+from fastnas.strategies.sddarts import (SnapshotTeachers, VotedTeacher, lanczos_extremes, self_distillation_kl,
+                                       snapshot_bytes)
 
 TINY = dict(data="synthetic:64", C=2, layers=3, nodes=2, batch_size=8, epochs=3, warm_up=1, teachers=2,
             ops=("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"), sharpness_every=1,
@@ -264,9 +265,10 @@ def test_architecture_gradient_matches_finite_differences(tmp_path, order):
 
 
 def test_sharpness_matches_the_autograd_hessian(tmp_path):
-    search = tiny_search(tmp_path / "run", sharpness_iterations=40, sharpness_samples=8, fd_radius=1e-6)
+    # 40 Lanczos steps = the 2 cells x 5 edges x 4 ops alphas of TINY: the Krylov space is the whole space
+    search = tiny_search(tmp_path / "run", sharpness_iterations=40, sharpness_samples=8)
     _double_precision(search)
-    value = search.measure_sharpness()
+    spectrum = search.measure_sharpness()
 
     # The exact Hessian, by double backward through the fused mixed_node
     images, labels = search.val_data.images[:8], search.val_data.labels[:8]
@@ -279,8 +281,50 @@ def test_sharpness_matches_the_autograd_hessian(tmp_path):
 
     flat = torch.cat([a.detach().flatten() for a in search.alphas])
     eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))
-    dominant = eigenvalues[eigenvalues.abs().argmax()].item()
-    assert value == pytest.approx(dominant, rel=1e-3)
+    assert spectrum.lambda_max == pytest.approx(eigenvalues[-1].item(), rel=1e-6, abs=1e-10)
+    assert spectrum.lambda_min == pytest.approx(eigenvalues[0].item(), rel=1e-6, abs=1e-10)
+    assert spectrum.max_abs == pytest.approx(eigenvalues[eigenvalues.abs().argmax()].item(), rel=1e-6, abs=1e-10)
+    assert search.sharpness == spectrum.lambda_max
+
+
+def known_spectrum(eigenvalues: list[float], seed: int = 0) -> torch.Tensor:
+    """A symmetric matrix Q diag(eigenvalues) Q^T with a random orthogonal Q (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=gen, dtype=torch.float64))
+    return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+
+
+def test_lanczos_finds_lambda_max_where_the_largest_magnitude_is_negative():
+    # A saddle whose most curved direction points down: power iteration would return -5, the sharpness is 2
+    eigenvalues = [-5.0, -1.0, 0.1, 0.3, 1.0, 2.0] + [0.5] * 14
+    matrix = known_spectrum(eigenvalues)
+    start = torch.randn(len(eigenvalues), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    spectrum = lanczos_extremes(lambda v: matrix @ v, start, steps=len(eigenvalues))
+    assert spectrum.lambda_max == pytest.approx(2.0, rel=1e-10)
+    assert spectrum.lambda_min == pytest.approx(-5.0, rel=1e-10)
+    assert spectrum.max_abs == pytest.approx(-5.0, rel=1e-10)
+    # the Ritz vector is the eigenvector (up to sign) and its residual bound is ~0
+    assert torch.linalg.norm(matrix @ spectrum.top_vector - 2.0 * spectrum.top_vector) < 1e-8
+    assert spectrum.residual_max < 1e-8
+    # 7 distinct eigenvalues: the Krylov space is invariant after 7 steps, Lanczos stops there
+    assert spectrum.steps == 7
+
+
+def test_lanczos_residual_bounds_the_error_of_a_partial_run():
+    eigenvalues = torch.linspace(-1.0, 3.0, 60).tolist()
+    matrix = known_spectrum(eigenvalues, seed=2)
+    start = torch.randn(60, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    spectrum = lanczos_extremes(lambda v: matrix @ v, start, steps=8)
+    assert spectrum.steps == 8 and spectrum.residual_max > 1e-6
+    # a Ritz value lies within its residual of an eigenvalue; from below for the largest (Cauchy interlacing)
+    assert 3.0 - spectrum.residual_max - 1e-12 <= spectrum.lambda_max <= 3.0 + 1e-12
+    assert -1.0 - 1e-12 <= spectrum.lambda_min <= -1.0 + spectrum.residual_min + 1e-12
+
+
+def test_sharpness_is_deterministic_in_seed_and_epoch(tmp_path):
+    first = tiny_search(tmp_path / "a").measure_sharpness()
+    second = tiny_search(tmp_path / "b").measure_sharpness()
+    assert first.lambda_max == second.lambda_max and first.lambda_min == second.lambda_min
 
 
 # ---------------------------------------------------------------------- the run
@@ -312,7 +356,7 @@ def test_resume_gives_the_uninterrupted_run(tmp_path, source):
 
 @requires_cuda
 def test_cuda_search_resumes(tmp_path):
-    # The checkpoint loads on the CPU; the warm-started eigenvector must go back to the GPU. (cuDNN and the
+    # The checkpoint loads on the CPU and the search goes on on the GPU. (cuDNN and the
     # fused backward's atomics are not bit-deterministic: no equality with the uninterrupted run here.)
     tiny_search(tmp_path / "cut", device="cuda").run(stop_after_epochs=1)
     resumed = tiny_search(tmp_path / "cut", resume=True, device="cuda").run()

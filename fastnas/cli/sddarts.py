@@ -71,7 +71,8 @@ def add_parsers(sub) -> None:
         p.add_argument("--arch-lr", type=float, default=None,
                        help="alpha Adam lr; default 3e-4, 3e-2 on digits/synthetic")
         p.add_argument("--sharpness-every", type=int, default=5,
-                       help="epochs between Hessian eigenvalue measurements (and at the end)")
+                       help="epochs between sharpness measurements (and at the end): the largest eigenvalue of "
+                       "the Hessian of the validation loss w.r.t. alpha, by Lanczos")
         if name == "sddarts":
             p.add_argument("--lambda", dest="sd_lambda", type=float, default=1.0,
                            help="weight of the KL term (the paper's 1.0)")

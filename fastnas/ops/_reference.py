@@ -75,15 +75,13 @@ def mixed_node(outs: Sequence[torch.Tensor], alpha: torch.Tensor, mask: torch.Te
 
 def chunk_sum(outs: Sequence[torch.Tensor], weights: torch.Tensor, chunks: Sequence[int]) -> torch.Tensor:
     """sum over t and j of weights[s] * outs[t][:, j * C: (j + 1) * C], s counting the chunks in order."""
-    batch, total, start = outs[0].shape[0], 0, 0
+    total, start = 0, 0
     acc = torch.promote_types(outs[0].dtype, torch.float32)  # float32 sums for float16/bfloat16
     for out, n in zip(outs, chunks):
-        w = weights[start: start + n].to(acc).view(1, n, 1)
-        total = total + (out.reshape(batch, n, -1).to(acc) * w).sum(1)
+        w = weights[start: start + n].to(acc).view(1, n, *[1] * (out.dim() - 1))
+        total = total + (out.unflatten(1, (n, -1)).to(acc) * w).sum(1)  # [B, n, C, ...] -> [B, C, ...]
         start += n
-    size = list(outs[0].shape)
-    size[1] //= chunks[0]
-    return total.view(size).to(outs[0].dtype)
+    return total.to(outs[0].dtype)
 
 
 # --------------------------------------------------------------------------- at_loss

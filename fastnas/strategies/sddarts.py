@@ -39,11 +39,13 @@ Choices where the paper is silent (fastnas's choices, each a config field):
 - warm-up = the first 20% of the epochs (the paper stresses a "sufficient"
   warm-up but its text gives no number);
 - K = 2 (the paper compares K = 1 with voted K = 2);
-- sharpness: the dominant eigenvalue of the Hessian of the validation
-  cross-entropy w.r.t. the alphas on a fixed validation subset, by power
-  iteration with finite-difference Hessian-vector products of autograd
-  gradients (as DARTS computes its second-order term; no graph of the
-  gradients is kept), warm-started from the previous epoch's eigenvector;
+- sharpness: the largest (algebraic) eigenvalue lambda_max of the Hessian of
+  the validation cross-entropy w.r.t. the alphas on a fixed validation subset
+  (the quantity SD-DARTS and Zela et al. plot), by Lanczos with full
+  reorthogonalization and exact double-backward Hessian-vector products, from a
+  random start drawn from (seed, epoch); the smallest eigenvalue and the one of
+  largest magnitude are logged beside it (fastnas's earlier power iteration
+  returned the largest magnitude, whose sign flips where lambda_min dominates);
 - digits/synthetic preset (like DNAD's): C = 8, 5 cells, 10 epochs and alpha
   lr 3e-2: Adam moves an alpha by at most ~lr per step, and a digits search has
   100 steps where a CIFAR one has 19,550, so the DARTS lr 3e-4 would leave the
@@ -69,6 +71,7 @@ from ..data import ImageData, batches, num_batches, split
 from ..distributed import Distributed
 from ..evaluators import evaluate
 from ..nn.darts_ops import DARTS_PRIMITIVES, check_primitives
+from ..ops import clip_grad_norm_
 from ..runs import RunFolder
 from ..search_spaces.darts import SuperNetwork
 from .base import Search, at_least_float32, check_amp
@@ -252,34 +255,103 @@ def finite_difference_jvp(grad_fn: Callable[[], list[torch.Tensor]], params: lis
     return [(a - b) / (2 * R) for a, b in zip(plus, minus)]
 
 
-def dominant_hessian_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
-                                iterations: int = 10, start: list[torch.Tensor] | None = None,
-                                generator: torch.Generator | None = None,
-                                r: float = 1e-2) -> tuple[float, list[torch.Tensor]]:
-    """(eigenvalue of largest magnitude of the Hessian of loss_fn() w.r.t. params, its unit eigenvector).
+@dataclass
+class HessianSpectrum:
+    """The extreme eigenvalues of a Hessian estimated by Lanczos (lanczos_extremes).
 
-    Power iteration; each Hessian-vector product is a finite difference of
-    autograd gradients (finite_difference_jvp). `start` warm-starts the
-    iteration (e.g. the previous epoch's eigenvector); otherwise a random
-    vector drawn from `generator`.
+    lambda_max, lambda_min: the largest and smallest (algebraic) Ritz values; residual_max, residual_min:
+    ||H y - lambda y|| of their unit Ritz vectors y, each a bound on the distance from that Ritz value to an
+    eigenvalue of H; top_vector: lambda_max's Ritz vector [n] (float64); steps: Lanczos steps taken, one
+    Hessian-vector product each (fewer than asked when the Krylov space became invariant: the values are
+    then exact up to rounding).
     """
-    def grad_fn() -> list[torch.Tensor]:
-        return list(torch.autograd.grad(loss_fn(), params))
 
-    if start is None:
-        start = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
-    v = _normalized(start)
-    eigenvalue = 0.0
-    for _ in range(iterations):
-        hv = finite_difference_jvp(grad_fn, params, v, r)
-        eigenvalue = sum((a * b).sum() for a, b in zip(v, hv)).item()  # Rayleigh quotient, ||v|| = 1
-        v = _normalized(hv)
-    return eigenvalue, v
+    lambda_max: float
+    lambda_min: float
+    residual_max: float
+    residual_min: float
+    top_vector: torch.Tensor
+    steps: int
+
+    @property
+    def max_abs(self) -> float:
+        """The eigenvalue of largest magnitude, with its sign (what power iteration converges to)."""
+        return self.lambda_max if abs(self.lambda_max) >= abs(self.lambda_min) else self.lambda_min
 
 
-def _normalized(vector: list[torch.Tensor]) -> list[torch.Tensor]:
-    norm = torch.sqrt(sum((v ** 2).sum() for v in vector)).clamp(min=1e-12)
-    return [v / norm for v in vector]
+def lanczos_extremes(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
+                     steps: int) -> HessianSpectrum:
+    """Lanczos with full reorthogonalization on the symmetric operator `matvec` ([n] -> [n]) from `start` [n].
+
+    After m steps the basis Q [m, n] spans the Krylov space of `start`; the eigenvalues of the tridiagonal
+    T = Q H Q^T (Ritz values) approximate H's from both ends of the spectrum at once, so one run gives the
+    largest and the smallest eigenvalue. Every new vector is orthogonalized against the whole basis, twice
+    (classical Gram-Schmidt "twice is enough"), so no spurious copies of converged Ritz values appear: cheap
+    for the few hundred alphas of a DARTS space. The basis and T are float64 whatever matvec's dtype.
+    """
+    n = start.numel()
+    steps = min(steps, n)  # the Krylov space has at most n dimensions
+    basis = torch.zeros(steps, n, dtype=torch.float64, device=start.device)
+    diagonal, off_diagonal = [], []
+    q = start.detach().double().flatten()
+    q = q / q.norm()
+    for j in range(steps):
+        basis[j] = q
+        w = matvec(q).detach().double().flatten()
+        diagonal.append(torch.dot(q, w))
+        for _ in range(2):  # removes alpha_j q_j and beta_{j-1} q_{j-1} too: the three-term recurrence
+            w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
+        off_diagonal.append(w.norm())
+        scale = max(abs(t).item() for t in diagonal + off_diagonal)
+        if j + 1 == steps or off_diagonal[-1] <= 1e-12 * scale:
+            break  # the last step, or an invariant Krylov space: T's eigenvalues are H's
+        q = w / off_diagonal[-1]
+    m = len(diagonal)
+    tridiagonal = torch.diag(torch.stack(diagonal))
+    if m > 1:
+        beta = torch.stack(off_diagonal[:-1])
+        tridiagonal = tridiagonal + torch.diag(beta, 1) + torch.diag(beta, -1)
+    ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
+    # ||H y_i - theta_i y_i|| = beta_m |s_{m-1, i}| for the Ritz vector y_i = Q^T s_i
+    residuals = off_diagonal[-1] * ritz_vectors[-1].abs()
+    return HessianSpectrum(lambda_max=ritz_values[-1].item(), lambda_min=ritz_values[0].item(),
+                           residual_max=residuals[-1].item(), residual_min=residuals[0].item(),
+                           top_vector=basis[:m].T @ ritz_vectors[:, -1], steps=m)
+
+
+def hessian_spectrum(loss_fns: list[Callable[[], torch.Tensor]], params: list[torch.Tensor], steps: int,
+                     start: torch.Tensor) -> HessianSpectrum:
+    """The extreme eigenvalues of the Hessian of sum(loss_fn() for loss_fn in loss_fns) w.r.t. `params`, by
+    lanczos_extremes from `start` (flat [sum of numels]).
+
+    Each Hessian-vector product is exact: double backward (the gradient with create_graph, then the
+    gradient of its dot product with v), one loss's graph in memory at a time, so each product costs per
+    loss a forward, a backward with graph and a double backward. Not a finite difference of gradients: a
+    network of ReLUs and max-pools is only piecewise smooth in its alphas, and with many samples its kinks
+    lie closer than DARTS' radius 0.01 (docs/sddarts.md), so such a difference measures something else.
+    """
+    def matvec(vector: torch.Tensor) -> torch.Tensor:
+        directions = [piece.view_as(p).to(p.dtype) for piece, p in
+                      zip(vector.split([p.numel() for p in params]), params)]
+        product = [torch.zeros_like(p) for p in params]
+        with exact_float32_convolutions():  # TF32 would round the convolutions' inputs to 10 mantissa bits
+            for loss_fn in loss_fns:
+                grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+                along = sum((g * d).sum() for g, d in zip(grads, directions))
+                for total, part in zip(product, torch.autograd.grad(along, params)):
+                    total += part
+        return torch.cat([h.flatten() for h in product])
+
+    return lanczos_extremes(matvec, start, steps)
+
+
+def sharpness_fields(spectrum: HessianSpectrum | None) -> dict[str, float | None]:
+    """The epoch record's sharpness columns: sharpness = lambda_max, beside lambda_min, the eigenvalue of
+    largest magnitude and lambda_max's residual bound (all None on an epoch without a measurement)."""
+    if spectrum is None:
+        return dict.fromkeys(("sharpness", "sharpness_min", "sharpness_max_abs", "sharpness_residual"))
+    return {"sharpness": spectrum.lambda_max, "sharpness_min": spectrum.lambda_min,
+            "sharpness_max_abs": spectrum.max_abs, "sharpness_residual": spectrum.residual_max}
 
 
 def alpha_entropy(alphas: list[torch.Tensor]) -> float:
@@ -318,8 +390,8 @@ class SDDARTSConfig:
     temperature: float = 1.0          # fastnas's reading of the paper's "output probabilities"; no T^2 factor
     warm_up: int | None = None        # None: the first 20% of the epochs (fastnas's choice; the paper gives none)
     sharpness_every: int = 5          # epochs between sharpness measurements (and always at the end)
-    sharpness_samples: int = 32
-    sharpness_iterations: int = 8
+    sharpness_samples: int = 32       # fastnas's choice (cost): the first 32 validation samples, fixed
+    sharpness_iterations: int = 8     # Lanczos steps, one Hessian-vector product each (fastnas's choice: cost)
     fd_radius: float = 1e-2           # finite-difference step r / ||v|| of Hessian-vector products (DARTS: 0.01)
     seed: int = 0
     device: str = "cpu"
@@ -391,10 +463,12 @@ class SDDARTSSearch(Search):
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
                                 mode="softmax", alpha_per_cell=False, recompute=c.recompute).to(self.device)
         self.weights, self.alphas = self.net.weight_parameters(), self.net.arch_parameters()
-        self.optimizer = torch.optim.SGD(self.weights, c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        # fused=True: one kernel for all parameters instead of ~10 aten calls per tensor (same values)
+        self.optimizer = torch.optim.SGD(self.weights, c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                         fused=True)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, c.epochs, eta_min=c.lr_min)
         self.arch_optimizer = torch.optim.Adam(self.alphas, c.arch_lr, betas=(0.5, 0.999),
-                                               weight_decay=c.arch_weight_decay)
+                                               weight_decay=c.arch_weight_decay, fused=True)
         # The teachers (none for plain DARTS): snapshots of the network, or the per-sample cache.
         self.snapshots: SnapshotTeachers | None = None
         self.cache: dict[str, VotedTeacher] | None = None
@@ -405,7 +479,6 @@ class SDDARTSSearch(Search):
             self.cache = {"train": VotedTeacher(len(self.train_data), classes, c.teachers, c.temperature),
                           "val": VotedTeacher(len(self.val_data), classes, c.teachers, c.temperature)}
         self.epoch, self.step, self.seconds = 0, 0, 0.0
-        self.eigenvector: list[torch.Tensor] | None = None
         self.sharpness: float | None = None
         self.finished = False
 
@@ -417,7 +490,7 @@ class SDDARTSSearch(Search):
                 "snapshots": None if self.snapshots is None else self.snapshots.state_dict(),
                 "cache": None if self.cache is None else {k: t.state_dict() for k, t in self.cache.items()},
                 "epoch": self.epoch,
-                "step": self.step, "seconds": self.seconds, "eigenvector": self.eigenvector,
+                "step": self.step, "seconds": self.seconds,
                 "sharpness": self.sharpness, "finished": self.finished, "rng": torch.get_rng_state(),
                 "config": asdict(self.config)}
 
@@ -431,8 +504,7 @@ class SDDARTSSearch(Search):
         for key, teacher in (self.cache or {}).items():
             teacher.load_state_dict(state["cache"][key])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
-        self.sharpness = state["sharpness"]  # the checkpoint was loaded on the CPU: the eigenvector goes back
-        self.eigenvector = None if state["eigenvector"] is None else [v.to(self.device) for v in state["eigenvector"]]
+        self.sharpness = state["sharpness"]
         self.finished = state["finished"]
         torch.set_rng_state(state["rng"])
         # One line per step plus one per finished epoch precede the checkpoint.
@@ -541,7 +613,7 @@ class SDDARTSSearch(Search):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.dist.average_gradients(self.weights)
-        nn.utils.clip_grad_norm_(self.weights, c.grad_clip)
+        clip_grad_norm_(self.weights, c.grad_clip)
         self.optimizer.step()
         for alpha in self.alphas:  # the weight loss must not move the alphas
             alpha.grad = None
@@ -551,17 +623,32 @@ class SDDARTSSearch(Search):
         return {**self.dist.average_metrics(local), "lr": self.scheduler.get_last_lr()[0],
                 "alpha_entropy": alpha_entropy(self.alphas)}
 
-    def measure_sharpness(self) -> float:
-        """Dominant Hessian eigenvalue of the validation CE w.r.t. the alphas (fixed subset, train-mode BN)."""
+    def sharpness_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The fixed validation subset the sharpness is measured on: its first `sharpness_samples` samples, as
+        (images, labels) batches of `batch_size` on the device (each batch gets its own BatchNorm statistics,
+        as the search's validation batches do)."""
         c = self.config
         subset = self.val_data.subset(torch.arange(min(c.sharpness_samples, len(self.val_data))))
-        images, labels = subset.images.to(self.device), subset.labels.to(self.device)
-        generator = torch.Generator().manual_seed(c.seed * 100003 + self.epoch)
+        return [(images.to(self.device), labels.to(self.device))
+                for images, labels in zip(subset.images.split(c.batch_size), subset.labels.split(c.batch_size))]
+
+    def measure_sharpness(self, start: torch.Tensor | None = None) -> HessianSpectrum:
+        """The extreme eigenvalues of the Hessian w.r.t. the alphas of the mean validation cross-entropy over
+        sharpness_batches() (train-mode BatchNorm, running statistics left as they were), by
+        `sharpness_iterations` Lanczos steps; sets self.sharpness to lambda_max. start: the first Lanczos
+        vector [number of alphas]; by default a random one drawn from (seed, epoch)."""
+        c = self.config
+        if start is None:
+            generator = torch.Generator().manual_seed(c.seed * 100003 + self.epoch)
+            start = torch.randn(sum(a.numel() for a in self.alphas), generator=generator, dtype=torch.float64)
+        batches = self.sharpness_batches()
+        total = sum(len(labels) for _, labels in batches)
+        loss_fns = [lambda x=images, y=labels: F.cross_entropy(self.net(x)[0], y, reduction="sum") / total
+                    for images, labels in batches]
         with frozen_buffers(self.net):
-            self.sharpness, self.eigenvector = dominant_hessian_eigenvalue(
-                lambda: F.cross_entropy(self.net(images)[0], labels), self.alphas, c.sharpness_iterations,
-                start=self.eigenvector, generator=generator, r=c.fd_radius)
-        return self.sharpness
+            spectrum = hessian_spectrum(loss_fns, self.alphas, c.sharpness_iterations, start.to(self.device))
+        self.sharpness = spectrum.lambda_max
+        return spectrum
 
     # ------------------------------------------------------------------ the loop
 
@@ -569,7 +656,7 @@ class SDDARTSSearch(Search):
         c = self.config
         last = self.epoch == c.epochs
         self.dist.broadcast_buffers(self.net)  # rank 0's BatchNorm statistics everywhere: same evaluation
-        sharpness = self.measure_sharpness() if last or self.epoch % c.sharpness_every == 0 else None
+        spectrum = self.measure_sharpness() if last or self.epoch % c.sharpness_every == 0 else None
         val_accuracy, val_loss = evaluate(self.net, self.val_data, device=self.device)
         genotype = self.net.genotype(top_k=2)
         genotype.meta.update(data=c.data, epoch=self.epoch, method=c.method)
@@ -580,7 +667,7 @@ class SDDARTSSearch(Search):
         weights = {name: F.softmax(a.detach(), dim=-1).cpu().tolist() for name, a in zip(("normal", "reduce"),
                                                                                          self.alphas)}
         return {"kind": "epoch", "epoch": self.epoch, "step": self.step, "val_accuracy": val_accuracy,
-                "val_loss": val_loss, "sharpness": sharpness, "alpha_entropy": alpha_entropy(self.alphas),
+                "val_loss": val_loss, **sharpness_fields(spectrum), "alpha_entropy": alpha_entropy(self.alphas),
                 "seconds": self.seconds, "weights": weights}
 
     def run(self, stop_after_epochs: int | None = None) -> dict:
@@ -631,7 +718,8 @@ class SDDARTSSearch(Search):
             genotype.save(self.run_folder.path / "genotype.json")
         self.run_folder.write_json("result.json", {
             "method": self.config.method, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"],
-            "sharpness": record["sharpness"], "alpha_entropy": record["alpha_entropy"],
+            "sharpness": record["sharpness"], "sharpness_min": record["sharpness_min"],
+            "sharpness_max_abs": record["sharpness_max_abs"], "alpha_entropy": record["alpha_entropy"],
             "search_seconds": self.seconds, "epochs": self.epoch, "steps": self.step,
             "teacher_bytes": self.teacher_bytes(), "genotype": genotype.to_json()})
 
