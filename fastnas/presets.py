@@ -13,7 +13,7 @@ Sources, as cited below:
   cnn/train.py, cnn/train_imagenet.py and README.md (the code);
 - DNAD: RaoXuan-1998/NADD train_search_cifar.py, train_search_imagenet.py, train_eval_cifar.py,
   train_eval_imagenet.py (the paper's text at hand gives no hyper-parameters);
-- SD-DARTS: /work/shared/papers/sd-darts-2302.05629.txt (lambda 1.0; K = 1 vs voted K = 2), built
+- SD-DARTS: Zhu et al., arXiv:2302.05629 (lambda 1.0; K = 1 vs voted K = 2), built
   on DARTS's search, whose settings it keeps;
 - PC-DARTS: yuhuixu1993/PC-DARTS train_imagenet.py (the ImageNet warm-up DNAD's code copies).
 """
