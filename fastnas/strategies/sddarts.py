@@ -293,6 +293,7 @@ def lanczos_extremes(matvec: Callable[[torch.Tensor], torch.Tensor], start: torc
     steps = min(steps, n)  # the Krylov space has at most n dimensions
     basis = torch.zeros(steps, n, dtype=torch.float64, device=start.device)
     diagonal, off_diagonal = [], []
+    scale = 0.0  # the largest |entry| of T so far
     q = start.detach().double().flatten()
     q = q / q.norm()
     for j in range(steps):
@@ -302,7 +303,7 @@ def lanczos_extremes(matvec: Callable[[torch.Tensor], torch.Tensor], start: torc
         for _ in range(2):  # removes alpha_j q_j and beta_{j-1} q_{j-1} too: the three-term recurrence
             w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
         off_diagonal.append(w.norm())
-        scale = max(abs(t).item() for t in diagonal + off_diagonal)
+        scale = max(scale, abs(diagonal[-1].item()), off_diagonal[-1].item())
         if j + 1 == steps or off_diagonal[-1] <= 1e-12 * scale:
             break  # the last step, or an invariant Krylov space: T's eigenvalues are H's
         q = w / off_diagonal[-1]
@@ -392,7 +393,7 @@ class SDDARTSConfig:
     sharpness_every: int = 5          # epochs between sharpness measurements (and always at the end)
     sharpness_samples: int = 32       # fastnas's choice (cost): the first 32 validation samples, fixed
     sharpness_iterations: int = 8     # Lanczos steps, one Hessian-vector product each (fastnas's choice: cost)
-    fd_radius: float = 1e-2           # finite-difference step r / ||v|| of Hessian-vector products (DARTS: 0.01)
+    fd_radius: float = 1e-2           # r / ||v|| of --order 2's finite-difference Hessian product (DARTS: 0.01)
     seed: int = 0
     device: str = "cpu"
     amp: str = "off"                  # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
@@ -632,15 +633,14 @@ class SDDARTSSearch(Search):
         return [(images.to(self.device), labels.to(self.device))
                 for images, labels in zip(subset.images.split(c.batch_size), subset.labels.split(c.batch_size))]
 
-    def measure_sharpness(self, start: torch.Tensor | None = None) -> HessianSpectrum:
+    def measure_sharpness(self) -> HessianSpectrum:
         """The extreme eigenvalues of the Hessian w.r.t. the alphas of the mean validation cross-entropy over
         sharpness_batches() (train-mode BatchNorm, running statistics left as they were), by
-        `sharpness_iterations` Lanczos steps; sets self.sharpness to lambda_max. start: the first Lanczos
-        vector [number of alphas]; by default a random one drawn from (seed, epoch)."""
+        `sharpness_iterations` Lanczos steps from a random start drawn from (seed, epoch); sets
+        self.sharpness to lambda_max."""
         c = self.config
-        if start is None:
-            generator = torch.Generator().manual_seed(c.seed * 100003 + self.epoch)
-            start = torch.randn(sum(a.numel() for a in self.alphas), generator=generator, dtype=torch.float64)
+        generator = torch.Generator().manual_seed(c.seed * 100003 + self.epoch)
+        start = torch.randn(sum(a.numel() for a in self.alphas), generator=generator, dtype=torch.float64)
         batches = self.sharpness_batches()
         total = sum(len(labels) for _, labels in batches)
         loss_fns = [lambda x=images, y=labels: F.cross_entropy(self.net(x)[0], y, reduction="sum") / total
