@@ -8,16 +8,20 @@ Two changes from the reference, neither changing a value or a gradient:
 - each depthwise -> pointwise convolution pair keeps only its input for
   backward and recomputes the depthwise output there (DepthwisePointwise): a
   depthwise convolution costs 1/C of the pointwise one that follows it, and
-  its output is otherwise the largest tensor these operations save.
+  its output is otherwise the largest tensor these operations save;
+- a depthwise convolution skips the kernel taps that read only zero padding
+  (depthwise_conv2d): on a 2x2 map a dilated 3x3 or 5x5 kernel is one tap.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 
 DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -39,6 +43,158 @@ def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
+@lru_cache(maxsize=None)
+def padding_only_taps(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """How many taps at each end of one kernel dimension read only zero padding on an input `size` long.
+
+    Output h's tap t reads input row h * stride + t * dilation - padding. A tap that no output reads
+    inside [0, size) adds exact zeros: dropping the same number from both ends (and as much padding)
+    keeps every output value and the output size.
+    """
+    outputs = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    used = [t for t in range(kernel)
+            if any(0 <= h * stride + t * dilation - padding < size for h in range(outputs))]
+    return min(used[0], kernel - 1 - used[-1]) if used else 0
+
+
+def crop_padding_taps(weight: torch.Tensor, input_size, stride, padding, dilation
+                      ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(weight [C, 1, k_h - 2 c_h, k_w - 2 c_w], its padding, its dilation, (c_h, c_w)): `weight` without the
+    taps that read only zero padding on an input of `input_size` (H, W); the same convolution, fewer taps.
+    A kernel dimension cropped to one tap gets dilation 1 (the same convolution; oneDNN is slower dilated)."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    crop = tuple(padding_only_taps(int(n), k, s, p, d)
+                 for n, k, s, p, d in zip(input_size, weight.shape[-2:], stride, padding, dilation))
+    if crop == (0, 0):
+        return weight, padding, dilation, crop
+    (c_h, c_w), (k_h, k_w) = crop, weight.shape[-2:]
+    padding = (padding[0] - c_h * dilation[0], padding[1] - c_w * dilation[1])
+    dilation = (1 if k_h - 2 * c_h == 1 else dilation[0], 1 if k_w - 2 * c_w == 1 else dilation[1])
+    return weight[..., c_h:k_h - c_h, c_w:k_w - c_w], padding, dilation, crop
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
+    """F.conv2d(x [B, C, H, W], weight [C, 1, k, k], groups=C) without the taps that read only padding.
+
+    Same values. Why: DARTS's 5x5 and dilated kernels on the last cells' 2x2 and 4x4 maps (digits' 8x8
+    images, ImageNet16's last stage) are mostly padding, and oneDNN's backward is slowest exactly there
+    (a 5x5 depthwise weight gradient on [32, 320, 2, 2] took 4.5 ms against 0.25 ms for its input
+    gradient on this project's CPU); the crop makes a dilated kernel on a 2x2 map a single tap.
+    """
+    weight, padding, dilation, _ = crop_padding_taps(weight, x.shape[-2:], stride, padding, dilation)
+    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+
+
+def _reformulate(x: torch.Tensor) -> bool:
+    """Whether to use fastnas's CPU formulations: eager on the CPU (a compiled graph leaves the choice to Inductor)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def depthwise_conv2d_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
+                              need_input: bool = True, need_weight: bool = True
+                              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(d/dx [B, C, H, W], d/dweight [C, 1, k_h, k_w]) of F.conv2d(x, weight, None, stride, padding, dilation,
+    groups=C), given grad [B, C, H', W'] of its output: aten.convolution_backward's values.
+
+    On the CPU two of oneDNN's depthwise backward kernels are slow for DARTS's operators
+    (bench/bench_depthwise.py), and both gradients are forward convolutions, which are fast:
+    - the input gradient of a stride-1 convolution is the convolution of grad by the flipped kernel;
+    - the weight gradient, dW[c, i, j] = sum_{b,h,w} grad[b, c, h, w] x_pad[b, c, h s + i d, w s + j d],
+      is x convolved by grad with the batch as channels (B * C groups, stride and dilation swapped).
+    oneDNN keeps what it is fast at (the weight gradients of 1x1 kernels and of 3x3 undilated ones on maps of
+    4x4 or more, stride-2 input gradients, an empty batch) and every GPU.
+    Built from differentiable ops, so double backward works.
+    """
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    channels, kernel = x.shape[1], weight.shape[-2:]
+    on_cpu = _reformulate(x)
+    flipped_padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding))
+    input_by_forward = on_cpu and stride == (1, 1) and min(flipped_padding) >= 0
+    # oneDNN's own weight gradient is fast for 1x1 kernels and for 3x3 undilated ones on maps of 4x4 or more
+    onednn_weight_fast = max(kernel) == 1 or (max(kernel) <= 3 and dilation == (1, 1) and min(x.shape[-2:]) >= 4)
+    weight_by_forward = on_cpu and x.shape[0] > 0 and not onednn_weight_fast
+    aten_mask = [need_input and not input_by_forward, need_weight and not weight_by_forward, False]
+    grad_x = grad_weight = None
+    if any(aten_mask):
+        # aten.convolution_backward(grad, input, weight, bias_sizes, stride, padding, dilation,
+        #                           transposed, output_padding, groups, output_mask)
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], channels, aten_mask)
+    if need_input and input_by_forward:
+        grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, flipped_padding, dilation, channels)
+    if need_weight and weight_by_forward:
+        batch = x.shape[0]
+        per_sample = F.conv2d(x.transpose(0, 1).reshape(1, channels * batch, *x.shape[2:]),
+                              grad.transpose(0, 1).reshape(channels * batch, 1, *grad.shape[2:]),
+                              None, dilation, padding, stride, channels * batch)
+        grad_weight = per_sample[..., :kernel[0], :kernel[1]].reshape(channels, batch, *kernel).sum(1).unsqueeze(1)
+    return grad_x, grad_weight
+
+
+def _by_group(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """[B, C, H, W] -> [groups, C / groups, B * H * W]: each group's channels as one matrix."""
+    B, C, H, W = t.shape
+    return t.reshape(B, groups, C // groups, H * W).permute(1, 2, 0, 3).reshape(groups, C // groups, B * H * W)
+
+
+def _from_groups(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """[groups, C_g, B * H * W] -> [B, groups * C_g, H, W] (the inverse of _by_group), for shape (B, _, H, W)."""
+    groups, channels = t.shape[:2]
+    B, _, H, W = shape
+    return t.reshape(groups, channels, B, H, W).permute(2, 0, 1, 3, 4).reshape(B, groups * channels, H, W)
+
+
+def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """F.conv2d(x [B, C, H, W], weight [C_out, C / groups, 1, 1], groups=groups) -> [B, C_out, H, W].
+
+    On the CPU one batched matmul over the groups: oneDNN's grouped 1x1 convolution is slower there for
+    the shapes of grouped candidates (bench/bench_depthwise.py); elsewhere F.conv2d.
+    """
+    if not _reformulate(x):
+        return F.conv2d(x, weight, None, 1, 0, 1, groups)
+    matrices = weight.reshape(groups, weight.shape[0] // groups, weight.shape[1])
+    return _from_groups(torch.bmm(matrices, _by_group(x, groups)), x.shape)
+
+
+def pointwise_conv2d_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups: int,
+                              need_input: bool = True, need_weight: bool = True
+                              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(d/dx [B, C, H, W], d/dweight [C_out, C / groups, 1, 1]) of pointwise_conv2d, given grad [B, C_out, H, W]."""
+    if not _reformulate(x):
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups, [need_input, need_weight, False])
+        return grad_x, grad_weight
+    grad_by_group = _by_group(grad, groups)
+    grad_x = grad_weight = None
+    if need_input:
+        matrices = weight.reshape(groups, weight.shape[0] // groups, weight.shape[1])
+        grad_x = _from_groups(torch.bmm(matrices.transpose(1, 2), grad_by_group), x.shape)
+    if need_weight:
+        grad_weight = torch.bmm(grad_by_group, _by_group(x, groups).transpose(1, 2)).reshape(weight.shape)
+    return grad_x, grad_weight
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d(C, C, kernel, groups=C, bias=False) running as depthwise_conv2d (same values, same state_dict)."""
+
+    def __init__(self, C: int, kernel: int, stride: int, padding: int, dilation: int = 1):
+        super().__init__(C, C, kernel, stride, padding, dilation=dilation, groups=C, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv2d(x, self.weight, self.stride, self.padding, self.dilation)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """nn.Conv2d(C_in, C_out, 1, bias=False) running as pointwise_conv2d, so that every path (module call,
+    DepthwisePointwise, grouped) computes the same numbers."""
+
+    def __init__(self, C_in: int, C_out: int):
+        super().__init__(C_in, C_out, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise_conv2d(x, self.weight, self.groups)
+
+
 class DepthwisePointwise(torch.autograd.Function):
     """pointwise(depthwise(x)) saving x and the weights only; backward recomputes depthwise(x).
 
@@ -52,8 +208,7 @@ class DepthwisePointwise(torch.autograd.Function):
     def forward(ctx, x, w_dw, w_pw, stride, padding, dilation):
         ctx.save_for_backward(x, w_dw, w_pw)
         ctx.geometry = (stride, padding, dilation)
-        out = F.conv2d(F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1]), w_pw, None, 1, 0, 1,
-                       x.shape[1] // w_pw.shape[1])
+        out = pointwise_conv2d(depthwise_conv2d(x, w_dw, stride, padding, dilation), w_pw, x.shape[1] // w_pw.shape[1])
         ctx.compute_dtype = out.dtype  # bfloat16 under autocast: backward computes as forward did
         return out
 
@@ -63,19 +218,15 @@ class DepthwisePointwise(torch.autograd.Function):
         x, w_dw, w_pw = (as_dtype(t, ctx.compute_dtype) for t in saved)
         grad = as_dtype(grad, ctx.compute_dtype)
         stride, padding, dilation = ctx.geometry
+        w_dw, padding, dilation, (c_h, c_w) = crop_padding_taps(w_dw, x.shape[-2:], stride, padding, dilation)
         channels = x.shape[1]
         depthwise = F.conv2d(x, w_dw, None, stride, padding, dilation, channels)
         need_x, need_dw, need_pw = ctx.needs_input_grad[:3]
-        # aten.convolution_backward(grad, input, weight, bias_sizes, stride, padding, dilation,
-        #                           transposed, output_padding, groups, output_mask)
-        grad_depthwise, grad_pw, _ = torch.ops.aten.convolution_backward(
-            grad, depthwise, w_pw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], channels // w_pw.shape[1],
-            [need_x or need_dw, need_pw, False])
-        grad_x = grad_dw = None
-        if need_x or need_dw:
-            grad_x, grad_dw, _ = torch.ops.aten.convolution_backward(
-                grad_depthwise, x, w_dw, None, list(stride), list(padding), list(dilation), False, [0, 0],
-                channels, [need_x, need_dw, False])
+        grad_depthwise, grad_pw = pointwise_conv2d_backward(grad, depthwise, w_pw, channels // w_pw.shape[1],
+                                                            need_x or need_dw, need_pw)
+        grad_x, grad_dw = depthwise_conv2d_backward(grad_depthwise, x, w_dw, stride, padding, dilation, need_x, need_dw)
+        if grad_dw is not None and (c_h or c_w):
+            grad_dw = F.pad(grad_dw, (c_w, c_w, c_h, c_h))  # the cropped taps read only padding: zero gradient
         # each gradient in its input's dtype, as autocast's casts would return it
         grads = (grad_x, grad_dw, grad_pw)
         grad_x, grad_dw, grad_pw = (g if g is None else as_dtype(g, t.dtype) for g, t in zip(grads, saved))
@@ -87,15 +238,14 @@ def depthwise_pointwise_weights(x: torch.Tensor, w_dw: torch.Tensor, w_pw: torch
     """pointwise(depthwise(x)) from the weights, as DepthwisePointwise; `recompute`: rebuild the middle in backward."""
     if recompute and torch.is_grad_enabled():
         return DepthwisePointwise.apply(x, w_dw, w_pw, stride, padding, dilation)
-    depthwise = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
-    return F.conv2d(depthwise, w_pw, None, 1, 0, 1, x.shape[1] // w_pw.shape[1])
+    return pointwise_conv2d(depthwise_conv2d(x, w_dw, stride, padding, dilation), w_pw, x.shape[1] // w_pw.shape[1])
 
 
 def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Conv2d,
                         recompute: bool = True) -> torch.Tensor:
     """pointwise(depthwise(x)) for two bias-free Conv2d modules; `recompute`: rebuild the middle in backward."""
     if not (recompute and torch.is_grad_enabled()):
-        return pointwise(depthwise(x))
+        return pointwise(depthwise(x))  # module calls: forward hooks (fastnas.nn.cost's FLOP count) see them
     return depthwise_pointwise_weights(x, depthwise.weight, pointwise.weight, depthwise.stride, depthwise.padding,
                                        depthwise.dilation)
 
@@ -108,8 +258,8 @@ class DilConv(nn.Sequential):
 
     def __init__(self, C: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool):
         super().__init__(
-            nn.Conv2d(C, C, kernel, stride, padding, dilation=dilation, groups=C, bias=False),
-            nn.Conv2d(C, C, 1, bias=False),
+            DepthwiseConv2d(C, kernel, stride, padding, dilation),
+            PointwiseConv2d(C, C),
             nn.BatchNorm2d(C, affine=affine),
         )
 
@@ -125,12 +275,12 @@ class SepConv(nn.Sequential):
 
     def __init__(self, C: int, kernel: int, stride: int, padding: int, affine: bool):
         super().__init__(
-            nn.Conv2d(C, C, kernel, stride, padding, groups=C, bias=False),
-            nn.Conv2d(C, C, 1, bias=False),
+            DepthwiseConv2d(C, kernel, stride, padding),
+            PointwiseConv2d(C, C),
             nn.BatchNorm2d(C, affine=affine),
             nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, kernel, 1, padding, groups=C, bias=False),
-            nn.Conv2d(C, C, 1, bias=False),
+            DepthwiseConv2d(C, kernel, 1, padding),
+            PointwiseConv2d(C, C),
             nn.BatchNorm2d(C, affine=affine),
         )
 

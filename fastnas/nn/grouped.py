@@ -31,7 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .darts_ops import DilConv, FactorizedReduce, SepConv, depthwise_pointwise_weights
+from .darts_ops import (DepthwiseConv2d, DilConv, FactorizedReduce, PointwiseConv2d, SepConv,
+                        depthwise_pointwise_weights)
 
 
 class PackedStats:
@@ -82,7 +83,8 @@ def _groupable_bn(bn: nn.Module) -> tuple | None:
 
 
 def _conv(conv: nn.Module) -> tuple | None:
-    if type(conv) is not nn.Conv2d or conv.bias is not None or conv.padding_mode != "zeros":
+    if (type(conv) not in (nn.Conv2d, DepthwiseConv2d, PointwiseConv2d) or conv.bias is not None
+            or conv.padding_mode != "zeros"):
         return None
     return (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
             conv.groups)
