@@ -78,8 +78,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride, padding, dil
 
     Same values. Why: DARTS's 5x5 and dilated kernels on the last cells' 2x2 and 4x4 maps (digits' 8x8
     images, ImageNet16's last stage) are mostly padding, and oneDNN's backward is slowest exactly there
-    (a 5x5 depthwise weight gradient on [32, 320, 2, 2] took 4.5 ms against 0.25 ms for its input
-    gradient on this project's CPU); the crop makes a dilated kernel on a 2x2 map a single tap.
+    (bench/bench_depthwise.py); the crop makes a dilated kernel on a 2x2 map a single tap.
     """
     weight, padding, dilation, _ = crop_padding_taps(weight, x.shape[-2:], stride, padding, dilation)
     return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
