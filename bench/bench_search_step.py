@@ -13,7 +13,9 @@ modules and parameters; they differ in how a node runs and combines its candidat
 
 - eager: what quark0/darts model_search.py does. Every edge is a MixedOp
   ``sum(w * op(x) for w, op in zip(weights, ops))`` with a softmax per edge, and
-  every convolution operator applies its own ReLU to the edge input;
+  every convolution operator applies its own ReLU to the edge input (the operators
+  are fastnas's modules, so on the CPU they use its depthwise / pointwise
+  formulations of fastnas.nn.darts_ops too);
 - fused: every candidate on its own, one `fastnas.ops.mixed_node` call per node, one
   ReLU per edge shared by the convolution operators, operator and depthwise
   outputs rebuilt in backward instead of saved (SuperNetwork.set_recompute):

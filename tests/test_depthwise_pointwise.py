@@ -148,3 +148,20 @@ def test_operators_on_a_2x2_map_match_plain_convolutions(module):
         got = torch.autograd.grad(out.square().sum(), [x] + [c.weight for c in convs])
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("size", [2, 5])
+@pytest.mark.parametrize("kernel, stride, dilation", [(3, 1, 1), (5, 1, 1), (3, 1, 2), (5, 2, 2)])
+def test_depthwise_conv2d_gradients_and_double_backward(size, kernel, stride, dilation):
+    """depthwise_conv2d's own backward (the no-recompute path: DepthwiseConv2d modules) against F.conv2d's."""
+    padding = dilation * (kernel - 1) // 2
+    torch.manual_seed(size * 10 + kernel)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 1, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    out = depthwise_conv2d(x, weight, stride, padding, dilation)
+    expected = F.conv2d(x, weight, None, stride, padding, dilation, 3)
+    grad = torch.randn_like(expected)
+    for g, e in zip(torch.autograd.grad(out, (x, weight), grad), torch.autograd.grad(expected, (x, weight), grad)):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, b: depthwise_conv2d(a, b, stride, padding, dilation), (x, weight))
+    assert torch.autograd.gradgradcheck(lambda a, b: depthwise_conv2d(a, b, stride, padding, dilation), (x, weight))

@@ -73,17 +73,6 @@ def crop_padding_taps(weight: torch.Tensor, input_size, stride, padding, dilatio
     return weight[..., c_h:k_h - c_h, c_w:k_w - c_w], padding, dilation, crop
 
 
-def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
-    """F.conv2d(x [B, C, H, W], weight [C, 1, k, k], groups=C) without the taps that read only padding.
-
-    Same values. Why: DARTS's 5x5 and dilated kernels on the last cells' 2x2 and 4x4 maps (digits' 8x8
-    images, ImageNet16's last stage) are mostly padding, and oneDNN's backward is slowest exactly there
-    (bench/bench_depthwise.py); the crop makes a dilated kernel on a 2x2 map a single tap.
-    """
-    weight, padding, dilation, _ = crop_padding_taps(weight, x.shape[-2:], stride, padding, dilation)
-    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
-
-
 def _reformulate(x: torch.Tensor) -> bool:
     """Whether to use fastnas's CPU formulations: eager on the CPU (a compiled graph leaves the choice to Inductor)."""
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
@@ -106,12 +95,12 @@ def depthwise_conv2d_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     channels, kernel = x.shape[1], weight.shape[-2:]
-    on_cpu = _reformulate(x)
+    reformulate = _reformulate(x)
     flipped_padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding))
-    input_by_forward = on_cpu and stride == (1, 1) and min(flipped_padding) >= 0
+    input_by_forward = reformulate and stride == (1, 1) and min(flipped_padding) >= 0
     # oneDNN's own weight gradient is fast for 1x1 kernels and for 3x3 undilated ones on maps of 4x4 or more
     onednn_weight_fast = max(kernel) == 1 or (max(kernel) <= 3 and dilation == (1, 1) and min(x.shape[-2:]) >= 4)
-    weight_by_forward = on_cpu and x.shape[0] > 0 and not onednn_weight_fast
+    weight_by_forward = reformulate and x.shape[0] > 0 and not onednn_weight_fast
     aten_mask = [need_input and not input_by_forward, need_weight and not weight_by_forward, False]
     grad_x = grad_weight = None
     if any(aten_mask):
@@ -130,6 +119,41 @@ def depthwise_conv2d_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch
     return grad_x, grad_weight
 
 
+class _DepthwiseConv2d(torch.autograd.Function):
+    """F.conv2d(x, weight, groups=C) whose backward is depthwise_conv2d_backward (aten's values)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding, dilation)
+        out = F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+        ctx.compute_dtype = out.dtype  # bfloat16 under autocast: backward computes as forward did
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        x, weight = (as_dtype(t, ctx.compute_dtype) for t in saved)
+        grads = depthwise_conv2d_backward(as_dtype(grad, ctx.compute_dtype), x, weight, *ctx.geometry,
+                                          *ctx.needs_input_grad[:2])
+        grad_x, grad_weight = (g if g is None else as_dtype(g, t.dtype) for g, t in zip(grads, saved))
+        return grad_x, grad_weight, None, None, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
+    """F.conv2d(x [B, C, H, W], weight [C, 1, k, k], groups=C) without the taps that read only padding.
+
+    Same values. Why: DARTS's 5x5 and dilated kernels on the last cells' 2x2 and 4x4 maps (digits' 8x8
+    images, ImageNet16's last stage) are mostly padding, and oneDNN's backward is slowest exactly there
+    (bench/bench_depthwise.py); the crop makes a dilated kernel on a 2x2 map a single tap. On the CPU its
+    backward is depthwise_conv2d_backward's.
+    """
+    weight, padding, dilation, _ = crop_padding_taps(weight, x.shape[-2:], stride, padding, dilation)
+    if _reformulate(x) and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _DepthwiseConv2d.apply(x, weight, stride, padding, dilation)
+    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+
+
 def _by_group(t: torch.Tensor, groups: int) -> torch.Tensor:
     """[B, C, H, W] -> [groups, C / groups, B * H * W]: each group's channels as one matrix."""
     B, C, H, W = t.shape
@@ -143,6 +167,11 @@ def _from_groups(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return t.reshape(groups, channels, B, H, W).permute(2, 0, 1, 3, 4).reshape(B, groups * channels, H, W)
 
 
+def _group_matrices(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """[C_out, C / groups, 1, 1] -> [groups, C_out / groups, C / groups]: each group's 1x1 weights as a matrix."""
+    return weight.reshape(groups, weight.shape[0] // groups, weight.shape[1])
+
+
 def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
     """F.conv2d(x [B, C, H, W], weight [C_out, C / groups, 1, 1], groups=groups) -> [B, C_out, H, W].
 
@@ -151,8 +180,7 @@ def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torc
     """
     if not _reformulate(x):
         return F.conv2d(x, weight, None, 1, 0, 1, groups)
-    matrices = weight.reshape(groups, weight.shape[0] // groups, weight.shape[1])
-    return _from_groups(torch.bmm(matrices, _by_group(x, groups)), x.shape)
+    return _from_groups(torch.bmm(_group_matrices(weight, groups), _by_group(x, groups)), x.shape)
 
 
 def pointwise_conv2d_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups: int,
@@ -166,8 +194,7 @@ def pointwise_conv2d_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch
     grad_by_group = _by_group(grad, groups)
     grad_x = grad_weight = None
     if need_input:
-        matrices = weight.reshape(groups, weight.shape[0] // groups, weight.shape[1])
-        grad_x = _from_groups(torch.bmm(matrices.transpose(1, 2), grad_by_group), x.shape)
+        grad_x = _from_groups(torch.bmm(_group_matrices(weight, groups).transpose(1, 2), grad_by_group), x.shape)
     if need_weight:
         grad_weight = torch.bmm(grad_by_group, _by_group(x, groups).transpose(1, 2)).reshape(weight.shape)
     return grad_x, grad_weight
@@ -194,6 +221,11 @@ class PointwiseConv2d(nn.Conv2d):
         return pointwise_conv2d(x, self.weight, self.groups)
 
 
+def _depthwise_then_pointwise(x: torch.Tensor, w_dw: torch.Tensor, w_pw: torch.Tensor, stride, padding,
+                              dilation) -> torch.Tensor:
+    return pointwise_conv2d(depthwise_conv2d(x, w_dw, stride, padding, dilation), w_pw, x.shape[1] // w_pw.shape[1])
+
+
 class DepthwisePointwise(torch.autograd.Function):
     """pointwise(depthwise(x)) saving x and the weights only; backward recomputes depthwise(x).
 
@@ -207,7 +239,7 @@ class DepthwisePointwise(torch.autograd.Function):
     def forward(ctx, x, w_dw, w_pw, stride, padding, dilation):
         ctx.save_for_backward(x, w_dw, w_pw)
         ctx.geometry = (stride, padding, dilation)
-        out = pointwise_conv2d(depthwise_conv2d(x, w_dw, stride, padding, dilation), w_pw, x.shape[1] // w_pw.shape[1])
+        out = _depthwise_then_pointwise(x, w_dw, w_pw, stride, padding, dilation)
         ctx.compute_dtype = out.dtype  # bfloat16 under autocast: backward computes as forward did
         return out
 
@@ -237,7 +269,7 @@ def depthwise_pointwise_weights(x: torch.Tensor, w_dw: torch.Tensor, w_pw: torch
     """pointwise(depthwise(x)) from the weights, as DepthwisePointwise; `recompute`: rebuild the middle in backward."""
     if recompute and torch.is_grad_enabled():
         return DepthwisePointwise.apply(x, w_dw, w_pw, stride, padding, dilation)
-    return pointwise_conv2d(depthwise_conv2d(x, w_dw, stride, padding, dilation), w_pw, x.shape[1] // w_pw.shape[1])
+    return _depthwise_then_pointwise(x, w_dw, w_pw, stride, padding, dilation)
 
 
 def depthwise_pointwise(x: torch.Tensor, depthwise: nn.Conv2d, pointwise: nn.Conv2d,
