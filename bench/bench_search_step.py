@@ -30,6 +30,8 @@ modules and parameters; they differ in how a node runs and combines its candidat
   fused=True, one kernel for all parameters instead of ~25 aten calls each on the CPU)
   and the gradient clip's norm from one foreach_reduce (fastnas.ops.clip_grad_norm_):
   what the strategies' steps become with those two settings;
+- grouped-fused-optim-no-recompute: the same, saving the outputs: the strategies' step on
+  digits/synthetic, where recompute is off by default;
 - compiled: fused, with the loss (forward, and through AOTAutograd the backward)
   under `torch.compile` (Inductor); the optimizer steps stay eager (a node traced by
   torch.compile runs every candidate on its own);
@@ -200,6 +202,7 @@ VARIANTS = {
     "grouped": dict(grouping=True),
     "grouped-no-recompute": dict(grouping=True, recompute=False),
     "grouped-fused-optim": dict(grouping=True, fused_optimizer=True),
+    "grouped-fused-optim-no-recompute": dict(grouping=True, fused_optimizer=True, recompute=False),
     "compiled": dict(grouping=False),
     "graphed": dict(grouping=True),
 }

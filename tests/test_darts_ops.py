@@ -10,6 +10,7 @@ from fastnas.cli import main as cli_main
 from fastnas.nn.cost import count_saved_bytes
 from fastnas.nn.darts_ops import DepthwisePointwise, DilConv, SepConv
 from fastnas.search_spaces import SuperNetwork
+from fastnas.strategies import DNADConfig, SDDARTSConfig
 
 
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 2, 2), (2, 1, 1)])
@@ -77,8 +78,17 @@ def test_super_network_recompute_changes_memory_not_gradients(mode):
     assert saved[True] < 0.8 * saved[False]
 
 
-def test_cli_no_recompute_is_recorded(tmp_path):
+@pytest.mark.parametrize("flags, recorded", [([], False), (["--recompute"], True), (["--no-recompute"], False)])
+def test_cli_recompute_is_recorded(tmp_path, flags, recorded):
+    """fastnas's default: recompute off on digits/synthetic (small activations), on elsewhere."""
     assert cli_main(["darts", "--data", "synthetic:64", "--out", str(tmp_path), "--C", "2", "--layers", "3",
                      "--nodes", "2", "--epochs", "1", "--batch-size", "16", "--ops", "skip_connect,sep_conv_3x3",
-                     "--quiet", "--no-recompute"]) == 0
-    assert json.loads((tmp_path / "config.json").read_text())["recompute"] is False
+                     "--quiet", *flags]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["recompute"] is recorded
+
+
+@pytest.mark.parametrize("config", [DNADConfig, SDDARTSConfig])
+def test_recompute_default_is_on_except_for_small_data(config):
+    assert config(data="cifar10:/data/cifar10").recompute is True
+    assert config(data="digits").recompute is False
+    assert config(data="digits", recompute=True).recompute is True

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fastnas.nn.cost import count_flops, count_params
+from fastnas.nn.cost import PrunedFlops, count_flops, count_params
 from fastnas.search_spaces import DiscreteNetwork, Genotype, SuperNetwork
 from conftest import DEVICES
 
@@ -16,6 +16,26 @@ def test_cost_counter_hand_computed():
     assert count_params(net) == (2 * 9 + 2) + (32 * 10 + 10)
     # conv: 2 output channels x 4x4 positions x 9 MACs; linear: 10 x 32 MACs.
     assert count_flops(net, (1, 4, 4)) == 2 * 16 * 9 + 10 * 32
+
+
+@pytest.mark.parametrize("grouping", [True, False])
+def test_pruned_flops_equals_count_flops_as_a_super_network_is_pruned(grouping):
+    torch.manual_seed(0)
+    net = SuperNetwork(C=4, layers=3, nodes=2, primitives=["sep_conv_3x3", "skip_connect", "dil_conv_5x5"],
+                       in_channels=1, mode="relu_norm", alpha_per_cell=True)
+    net.set_grouping(grouping)
+    flops = PrunedFlops(net, (1, 8, 8))
+    unpruned = flops(net)
+    assert unpruned == count_flops(net, (1, 8, 8)) > 0
+    nodes = [node for cell in net.cells for node in cell.nodes]
+    # operator by operator, then every operator of a node's edges, so whole edges and nodes die too
+    for node in nodes:
+        for edge, op in node.mask.nonzero().tolist():
+            node.prune(edge, op)
+            assert flops(net) == count_flops(net, (1, 8, 8))
+    assert 0 < flops(net) < unpruned  # the stem, the cells' preprocessing and the classifier are left
+    net.classifier = nn.Linear(net.classifier.in_features, 3)  # a layer it never measured: measured again
+    assert flops(net) == count_flops(net, (1, 8, 8))
 
 
 def test_darts_genotype_keeps_top2_edges_by_strongest_non_none_weight():

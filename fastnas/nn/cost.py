@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch
@@ -21,16 +22,20 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     Counts Conv2d and Linear layers, the usual convention of NAS papers ("FLOPs"
     there are MACs); pooling, BN and activations are left out.
     """
-    total = 0
+    return sum(layer_flops(module, input_shape).values())
+
+
+def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> dict[nn.Module, int]:
+    """count_flops per layer: each Conv2d and Linear layer of `module` -> its MACs in one forward pass on a
+    single input of `input_shape` (C, H, W), summed over the layer's calls (0 for a layer not called)."""
+    macs: dict[nn.Module, int] = {}
 
     def conv_hook(layer: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
         kernel_macs = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
-        total += output.numel() // output.shape[0] * kernel_macs
+        macs[layer] += output.numel() // output.shape[0] * kernel_macs
 
     def linear_hook(layer: nn.Linear, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += output.numel() // output.shape[0] * layer.in_features
+        macs[layer] += output.numel() // output.shape[0] * layer.in_features
 
     handles = []
     for layer in module.modules():
@@ -38,6 +43,8 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             handles.append(layer.register_forward_hook(conv_hook))
         elif isinstance(layer, nn.Linear):
             handles.append(layer.register_forward_hook(linear_hook))
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            macs[layer] = 0
     # a grouped node calls no Conv2d module (fastnas.nn.grouped): count with every candidate called on its own
     grouped = [node for node in module.modules() if isinstance(node, mixed.MixedNode) and node.group_operators]
     was_training = module.training
@@ -55,7 +62,27 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             node.group_operators = True
         for handle in handles:
             handle.remove()
-    return total
+    return macs
+
+
+class PrunedFlops:
+    """count_flops of a network that only loses layers (a super-network as it is pruned), without a forward pass
+    per count: the layers' MACs are measured once, then summed over the layers still in the network.
+
+    Exact while no remaining layer's input shape changes, which pruning never does. A Conv2d or Linear layer
+    that was not there at the measurement makes it measure again. Call it with the network it was made for.
+    """
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...]):
+        self.input_shape = input_shape
+        # weak keys: a pruned layer's tensors are freed with it
+        self._macs = weakref.WeakKeyDictionary(layer_flops(module, input_shape))
+
+    def __call__(self, module: nn.Module) -> int:
+        layers = [layer for layer in module.modules() if isinstance(layer, (nn.Conv2d, nn.Linear))]
+        if any(layer not in self._macs for layer in layers):
+            self._macs = weakref.WeakKeyDictionary(layer_flops(module, self.input_shape))
+        return sum(self._macs[layer] for layer in layers)
 
 
 def count_saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:

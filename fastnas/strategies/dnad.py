@@ -47,7 +47,7 @@ from ..distill.losses import AT_REDUCTIONS
 from ..distill.teachers import check_teacher_matches
 from ..distributed import Distributed
 from ..evaluators import evaluate
-from ..nn.cost import count_flops, count_params
+from ..nn.cost import PrunedFlops, count_flops, count_params
 from ..nn.darts_ops import check_primitives
 from ..ops import clip_grad_norm_
 from ..pareto import mark_front
@@ -105,7 +105,7 @@ class DNADConfig:
     seed: int = 0
     device: str = "cpu"
     amp: str = "off"               # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
-    recompute: bool = True         # SuperNetwork.set_recompute: less memory for a little more compute
+    recompute: bool | None = None   # SuperNetwork.set_recompute; None: on, off on digits/synthetic (fastnas's)
     snps: SNPSConfig | dict | None = None  # None: the preset for `data`; a dict: overrides of that preset
 
     def __post_init__(self):
@@ -116,6 +116,8 @@ class DNADConfig:
             self.batch_size = 32 if small else 64
         if self.arch_lr is None:
             self.arch_lr = 1.0 if small else 0.2
+        if self.recompute is None:  # recompute saves memory small data does not need, for 12-17% of a step
+            self.recompute = not small
         if not isinstance(self.snps, SNPSConfig):
             self.snps = replace(snps_preset(self.data), **(self.snps or {}))
         for name in ("C", "layers", "nodes", "batch_size", "epochs"):
@@ -291,7 +293,8 @@ class DNADSearch(Search):
         steps_per_epoch = num_batches(self.train_data, c.batch_size, drop_last=True)
         bar = tqdm(total=c.epochs * steps_per_epoch, initial=self.step, desc="dnad", unit="step",
                    disable=not self.progress)
-        params, flops = count_params(self.net), count_flops(self.net, self.input_shape)
+        network_flops = PrunedFlops(self.net, self.input_shape)  # a forward pass per pruning event cost ~5% of a search
+        params, flops = count_params(self.net), network_flops(self.net)
         epochs_run = 0
         while not self.finished and self.epoch < c.epochs:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
@@ -304,7 +307,7 @@ class DNADSearch(Search):
                 self.step += 1
                 n_pruned, pareto = (0, False) if warm_up else self._prune()
                 if n_pruned:
-                    params, flops = count_params(self.net), count_flops(self.net, self.input_shape)
+                    params, flops = count_params(self.net), network_flops(self.net)
                 pruned_sparsity = self._sparsity()
                 self.run_folder.log({"step": self.step, "epoch": self.epoch, **metrics,
                                      "pruned_sparsity": pruned_sparsity, "pruned": n_pruned,

@@ -397,7 +397,7 @@ class SDDARTSConfig:
     seed: int = 0
     device: str = "cpu"
     amp: str = "off"                  # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
-    recompute: bool = True            # SuperNetwork.set_recompute: less memory for a little more compute
+    recompute: bool | None = None     # SuperNetwork.set_recompute; None: on, off on digits/synthetic (fastnas's)
 
     def __post_init__(self):
         self.ops = check_primitives(list(self.ops))
@@ -409,6 +409,8 @@ class SDDARTSConfig:
                 setattr(self, name, small_value if small else default)
         if self.warm_up is None:
             self.warm_up = self.epochs // 5
+        if self.recompute is None:  # recompute saves memory small data does not need, for 12-17% of a step
+            self.recompute = not small
         for name in ("C", "layers", "nodes", "batch_size", "epochs", "teachers", "sharpness_every",
                      "sharpness_samples", "sharpness_iterations"):
             if getattr(self, name) < 1:
