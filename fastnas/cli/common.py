@@ -24,8 +24,8 @@ def add_step_options(parser: argparse.ArgumentParser) -> None:
                         "meant for CUDA GPUs, also runs on CPUs (slowly without native bfloat16)")
     parser.add_argument("--recompute", action=argparse.BooleanOptionalAction, default=None,
                         help="rebuild operator and depthwise outputs in backward instead of keeping them: about "
-                        "0.55-0.6x the saved activations for 12-17%% more step time (fastnas's choice, default: on; off on "
-                        "digits/synthetic, where a step saves about 0.1-0.2 GB)")
+                        "0.55-0.6x the saved activations for 12-17%% more step time (fastnas's choice, default: "
+                        "on; off on digits/synthetic, where a step saves about 0.1-0.2 GB)")
 
 
 

@@ -105,7 +105,7 @@ class DNADConfig:
     seed: int = 0
     device: str = "cpu"
     amp: str = "off"               # off | bf16: bfloat16 autocast of the training steps (Search.autocast)
-    recompute: bool | None = None   # SuperNetwork.set_recompute; None: on, off on digits/synthetic (fastnas's)
+    recompute: bool | None = None  # SuperNetwork.set_recompute; None: on, off on digits/synthetic (fastnas's)
     snps: SNPSConfig | dict | None = None  # None: the preset for `data`; a dict: overrides of that preset
 
     def __post_init__(self):
