@@ -138,3 +138,16 @@ def test_batched_scores_on_cuda_equal_cpu(setting):
         rtol, atol = TOLERANCE[name]
         torch.testing.assert_close(on_gpu[name], on_cpu[name], rtol=max(rtol, 1e-4), atol=max(atol, 1e-5),
                                    equal_nan=True, msg=name)
+
+
+@pytest.mark.parametrize("name", ["synflow", "snip", "jacov"])
+def test_a_node_summed_in_place_leaves_the_state_it_started_from_alone(setting, name):
+    """Node 2 starts from state 0 (a skip of every architecture of the pass), then adds parts of some of them;
+    node 3 reads state 0 again, so writing the sum into it would change node 3."""
+    shared, batch, _ = setting
+    cells = ["|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+             "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"]
+    got = score_nb201([name], cells, shared, batch, archs_per_pass=2)[name]
+    want = torch.tensor([score(name, shared.network(arch), batch) for arch in cells], dtype=torch.float64)
+    rtol, atol = TOLERANCE[name]
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
