@@ -25,17 +25,17 @@ def test_pruned_flops_equals_count_flops_as_a_super_network_is_pruned(grouping):
                        in_channels=1, mode="relu_norm", alpha_per_cell=True)
     net.set_grouping(grouping)
     flops = PrunedFlops(net, (1, 8, 8))
-    unpruned = flops(net)
+    unpruned = flops()
     assert unpruned == count_flops(net, (1, 8, 8)) > 0
     nodes = [node for cell in net.cells for node in cell.nodes]
-    # operator by operator, then every operator of a node's edges, so whole edges and nodes die too
+    # one operator at a time until every node is empty, so whole edges and nodes die too
     for node in nodes:
         for edge, op in node.mask.nonzero().tolist():
             node.prune(edge, op)
-            assert flops(net) == count_flops(net, (1, 8, 8))
-    assert 0 < flops(net) < unpruned  # the stem, the cells' preprocessing and the classifier are left
+            assert flops() == count_flops(net, (1, 8, 8))
+    assert 0 < flops() < unpruned  # the stem, the cells' preprocessing and the classifier are left
     net.classifier = nn.Linear(net.classifier.in_features, 3)  # a layer it never measured: measured again
-    assert flops(net) == count_flops(net, (1, 8, 8))
+    assert flops() == count_flops(net, (1, 8, 8))
 
 
 def test_darts_genotype_keeps_top2_edges_by_strongest_non_none_weight():

@@ -66,22 +66,23 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> dict[nn.Modu
 
 
 class PrunedFlops:
-    """count_flops of a network that only loses layers (a super-network as it is pruned), without a forward pass
-    per count: the layers' MACs are measured once, then summed over the layers still in the network.
+    """count_flops(module, input_shape) of a network that only loses layers (a super-network as it is pruned),
+    without a forward pass per count: the layers' MACs are measured once, then summed over the layers still in
+    the network.
 
     Exact while no remaining layer's input shape changes, which pruning never does. A Conv2d or Linear layer
-    that was not there at the measurement makes it measure again. Call it with the network it was made for.
+    that was not there at the measurement makes it measure again.
     """
 
     def __init__(self, module: nn.Module, input_shape: tuple[int, ...]):
-        self.input_shape = input_shape
+        self.module, self.input_shape = module, input_shape
         # weak keys: a pruned layer's tensors are freed with it
         self._macs = weakref.WeakKeyDictionary(layer_flops(module, input_shape))
 
-    def __call__(self, module: nn.Module) -> int:
-        layers = [layer for layer in module.modules() if isinstance(layer, (nn.Conv2d, nn.Linear))]
+    def __call__(self) -> int:
+        layers = [layer for layer in self.module.modules() if isinstance(layer, (nn.Conv2d, nn.Linear))]
         if any(layer not in self._macs for layer in layers):
-            self._macs = weakref.WeakKeyDictionary(layer_flops(module, self.input_shape))
+            self._macs = weakref.WeakKeyDictionary(layer_flops(self.module, self.input_shape))
         return sum(self._macs[layer] for layer in layers)
 
 

@@ -294,7 +294,7 @@ class DNADSearch(Search):
         bar = tqdm(total=c.epochs * steps_per_epoch, initial=self.step, desc="dnad", unit="step",
                    disable=not self.progress)
         network_flops = PrunedFlops(self.net, self.input_shape)  # a forward pass per pruning event cost ~5% of a search
-        params, flops = count_params(self.net), network_flops(self.net)
+        params, flops = count_params(self.net), network_flops()
         epochs_run = 0
         while not self.finished and self.epoch < c.epochs:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
@@ -307,7 +307,7 @@ class DNADSearch(Search):
                 self.step += 1
                 n_pruned, pareto = (0, False) if warm_up else self._prune()
                 if n_pruned:
-                    params, flops = count_params(self.net), network_flops(self.net)
+                    params, flops = count_params(self.net), network_flops()
                 pruned_sparsity = self._sparsity()
                 self.run_folder.log({"step": self.step, "epoch": self.epoch, **metrics,
                                      "pruned_sparsity": pruned_sparsity, "pruned": n_pruned,
