@@ -3,9 +3,11 @@
 For each shape the search networks run (the digits default: C = 16, batch 32, maps 8x8 / 4x4 / 2x2, up to
 5 operators grouped per node; the CIFAR search: batch 64, maps 32x32 / 16x16 / 8x8), one run times:
 
+- depthwise forward: F.conv2d (groups = C) against fastnas.ops.depthwise_conv2d (C++ loops that skip
+  the taps reading only padding), which the search runs on the CPU;
 - depthwise backward: aten.convolution_backward (input and weight gradients) against
-  fastnas.nn.darts_ops.depthwise_conv2d_backward after the padding-only taps are cropped
-  (crop_padding_taps), which is what DepthwisePointwise's backward runs;
+  fastnas.ops.depthwise_conv2d_backward, which the search's backward runs (DepthwisePointwise's, and
+  depthwise_conv2d's own);
 - pointwise forward + backward: F.conv2d and aten.convolution_backward with groups = operators, against
   pointwise_conv2d and pointwise_conv2d_backward (batched matmuls).
 
@@ -30,8 +32,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastnas.nn.darts_ops import (crop_padding_taps, depthwise_conv2d_backward, pointwise_conv2d,
-                                  pointwise_conv2d_backward)
+from fastnas.nn.darts_ops import pointwise_conv2d, pointwise_conv2d_backward
+from fastnas.ops import depthwise_conv2d, depthwise_conv2d_backward
 
 # (batch, channels, size, kernel, stride, dilation): the grouped depthwise layers of the two searches
 DEPTHWISE_SHAPES = [
@@ -56,22 +58,32 @@ def _median_ms(fn: Callable[[], object], repeats: int, warm_up: int = 10) -> flo
     return statistics.median(times) * 1e3
 
 
-def depthwise_case(batch, channels, size, kernel, stride, dilation, dtype=torch.float32):
-    """(aten's (grad_x, grad_w) as a thunk, fastnas's as a thunk) for one depthwise layer on random data."""
+def _depthwise_layer(batch, channels, size, kernel, stride, dilation, dtype):
     padding = dilation * (kernel - 1) // 2
     x = torch.randn(batch, channels, size, size, dtype=dtype)
     weight = torch.randn(channels, 1, kernel, kernel, dtype=dtype)
+    return x, weight, padding
+
+
+def depthwise_forward_case(batch, channels, size, kernel, stride, dilation, dtype=torch.float32):
+    """(F.conv2d as a thunk, fastnas's depthwise_conv2d as a thunk) for one depthwise layer on random data."""
+    x, weight, padding = _depthwise_layer(batch, channels, size, kernel, stride, dilation, dtype)
+    return (lambda: (F.conv2d(x, weight, None, stride, padding, dilation, channels),),
+            lambda: (depthwise_conv2d(x, weight, stride, padding, dilation),))
+
+
+def depthwise_case(batch, channels, size, kernel, stride, dilation, dtype=torch.float32):
+    """(aten's (grad_x, grad_w) as a thunk, fastnas's as a thunk) for one depthwise layer on random data."""
+    x, weight, padding = _depthwise_layer(batch, channels, size, kernel, stride, dilation, dtype)
     grad = torch.randn_like(F.conv2d(x, weight, None, stride, padding, dilation, channels))
 
     def aten():
         return torch.ops.aten.convolution_backward(grad, x, weight, None, [stride] * 2, [padding] * 2,
                                                    [dilation] * 2, False, [0, 0], channels, [True, True, False])[:2]
 
+    @torch.no_grad()  # as in a backward pass
     def fastnas():
-        cropped, cropped_padding, cropped_dilation, (c_h, c_w) = crop_padding_taps(weight, (size, size), stride,
-                                                                                   padding, dilation)
-        grad_x, grad_w = depthwise_conv2d_backward(grad, x, cropped, stride, cropped_padding, cropped_dilation)
-        return grad_x, F.pad(grad_w, (c_w, c_w, c_h, c_h))
+        return depthwise_conv2d_backward(grad, x, weight, stride, padding, dilation)
 
     return aten, fastnas
 
@@ -103,15 +115,18 @@ def _row(aten, fastnas, repeats: int) -> dict:
 
 def measure(repeats: int) -> dict:
     names = ("batch", "channels", "size", "kernel", "stride", "dilation")
+    forward = [{**dict(zip(names, shape)), **_row(*depthwise_forward_case(*shape), repeats)}
+               for shape in DEPTHWISE_SHAPES]
     depthwise = [{**dict(zip(names, shape)), **_row(*depthwise_case(*shape), repeats)} for shape in DEPTHWISE_SHAPES]
     names = ("batch", "groups", "channels_per_group", "size")
     pointwise = [{**dict(zip(names, shape)), **_row(*pointwise_case(*shape), repeats)} for shape in POINTWISE_SHAPES]
     return {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "repeats": repeats, "unit": "ms, median",
-            "depthwise_backward": depthwise, "pointwise_forward_backward": pointwise}
+            "depthwise_forward": forward, "depthwise_backward": depthwise, "pointwise_forward_backward": pointwise}
 
 
-@pytest.mark.parametrize("case, shape", [(depthwise_case, shape) for shape in DEPTHWISE_SHAPES[:11:2]]
+@pytest.mark.parametrize("case, shape", [(case, shape) for case in (depthwise_forward_case, depthwise_case)
+                                         for shape in DEPTHWISE_SHAPES[:11:2]]
                          + [(pointwise_case, shape) for shape in POINTWISE_SHAPES[:4]])
 def test_formulation_equals_aten(benchmark, case, shape):
     aten, fastnas = case(*shape, dtype=torch.float64)

@@ -11,6 +11,10 @@ TORCH_LIBRARY(fastnas, m) {
   // Grouped node value: sum over terms t and chunks j of weights[s] * outs[t][:, j * C: (j + 1) * C].
   m.def("chunk_sum(Tensor[] outs, Tensor weights, int[] chunks) -> Tensor");
   m.def("chunk_sum_backward(Tensor grad, Tensor[] outs, Tensor weights, int[] chunks) -> (Tensor[], Tensor)");
+  // F.conv2d(x, weight, stride, padding, dilation, groups=C) of x [B, C, H, W] and weight [C, 1, k_h, k_w].
+  m.def("depthwise_conv2d(Tensor x, Tensor weight, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
+  m.def("depthwise_conv2d_backward(Tensor grad, Tensor x, Tensor weight, int[2] stride, int[2] padding, "
+        "int[2] dilation, bool[2] output_mask) -> (Tensor, Tensor)");
   // Attention-transfer loss over (student, teacher) feature-map pairs.
   m.def("at_loss(Tensor[] student, Tensor[] teacher, float p) -> Tensor");
   m.def("at_loss_backward(Tensor grad, Tensor[] student, Tensor[] teacher, float p) -> Tensor[]");

@@ -1,8 +1,9 @@
 """The CPU formulations of DARTS's depthwise and pointwise convolutions (fastnas.nn.darts_ops) against aten.
 
-depthwise_conv2d drops kernel taps that read only zero padding; depthwise_conv2d_backward and
-pointwise_conv2d(_backward) compute what aten.convolution_backward / F.conv2d compute, by other
-convolutions and batched matmuls. Every value here is checked against aten in float64.
+depthwise_conv2d drops kernel taps that read only zero padding and runs fastnas.ops.depthwise_conv2d (its
+own tests: tests/test_depthwise_conv2d.py); depthwise_conv2d_backward (as a backward pass calls it: no grad
+mode) and pointwise_conv2d(_backward) compute what aten.convolution_backward / F.conv2d compute, by C++
+loops and batched matmuls. Every value here is checked against aten in float64.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def test_depthwise_backward_equals_aten(batch, channels, height, width, kernel, 
     grad = torch.randn_like(F.conv2d(x, weight, None, stride, padding, dilation, channels))
     expected = aten_backward(grad, x, weight, stride, padding, dilation, channels)
     for need_input, need_weight in [(True, True), (True, False), (False, True)]:
-        grad_x, grad_weight = depthwise_conv2d_backward(grad, x, weight, stride, padding, dilation, need_input,
-                                                        need_weight)
+        with torch.no_grad():  # as in a backward pass (with grad mode on it is aten's, for double backward)
+            grad_x, grad_weight = depthwise_conv2d_backward(grad, x, weight, stride, padding, dilation, need_input,
+                                                            need_weight)
         if need_input:
             torch.testing.assert_close(grad_x, expected[0], rtol=1e-12, atol=1e-12)
         else:

@@ -10,7 +10,8 @@ Two changes from the reference, neither changing a value or a gradient:
   depthwise convolution costs 1/C of the pointwise one that follows it, and
   its output is otherwise the largest tensor these operations save;
 - a depthwise convolution skips the kernel taps that read only zero padding
-  (depthwise_conv2d): on a 2x2 map a dilated 3x3 or 5x5 kernel is one tap.
+  (depthwise_conv2d): on a 2x2 map a dilated 3x3 or 5x5 kernel is one tap;
+  on the CPU it runs fastnas.ops.depthwise_conv2d.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
+
+from ..ops import depthwise_conv2d as depthwise_conv2d_op, depthwise_conv2d_backward
 
 DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -78,80 +81,32 @@ def _reformulate(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def depthwise_conv2d_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
-                              need_input: bool = True, need_weight: bool = True
-                              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(d/dx [B, C, H, W], d/dweight [C, 1, k_h, k_w]) of F.conv2d(x, weight, None, stride, padding, dilation,
-    groups=C), given grad [B, C, H', W'] of its output: aten.convolution_backward's values.
-
-    On the CPU two of oneDNN's depthwise backward kernels are slow for DARTS's operators
-    (bench/bench_depthwise.py), and both gradients are forward convolutions, which are fast:
-    - the input gradient of a stride-1 convolution is the convolution of grad by the flipped kernel;
-    - the weight gradient, dW[c, i, j] = sum_{b,h,w} grad[b, c, h, w] x_pad[b, c, h s + i d, w s + j d],
-      is x convolved by grad with the batch as channels (B * C groups, stride and dilation swapped).
-    oneDNN keeps what it is fast at (the weight gradients of 1x1 kernels and of 3x3 undilated ones on maps of
-    4x4 or more, stride-2 input gradients, an empty batch) and every GPU.
-    Built from differentiable ops, so double backward works.
-    """
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    channels, kernel = x.shape[1], weight.shape[-2:]
-    reformulate = _reformulate(x)
-    flipped_padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding))
-    input_by_forward = reformulate and stride == (1, 1) and min(flipped_padding) >= 0
-    # oneDNN's own weight gradient is fast for 1x1 kernels and for 3x3 undilated ones on maps of 4x4 or more
-    onednn_weight_fast = max(kernel) == 1 or (max(kernel) <= 3 and dilation == (1, 1) and min(x.shape[-2:]) >= 4)
-    weight_by_forward = reformulate and x.shape[0] > 0 and not onednn_weight_fast
-    aten_mask = [need_input and not input_by_forward, need_weight and not weight_by_forward, False]
-    grad_x = grad_weight = None
-    if any(aten_mask):
-        # aten.convolution_backward(grad, input, weight, bias_sizes, stride, padding, dilation,
-        #                           transposed, output_padding, groups, output_mask)
-        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], channels, aten_mask)
-    if need_input and input_by_forward:
-        grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, flipped_padding, dilation, channels)
-    if need_weight and weight_by_forward:
-        batch = x.shape[0]
-        per_sample = F.conv2d(x.transpose(0, 1).reshape(1, channels * batch, *x.shape[2:]),
-                              grad.transpose(0, 1).reshape(channels * batch, 1, *grad.shape[2:]),
-                              None, dilation, padding, stride, channels * batch)
-        grad_weight = per_sample[..., :kernel[0], :kernel[1]].reshape(channels, batch, *kernel).sum(1).unsqueeze(1)
-    return grad_x, grad_weight
+def crop_for_device(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation):
+    """crop_padding_taps(weight, ...) where F.conv2d will run; on the CPU (fastnas's kernel, which skips
+    the padding-only taps itself) weight, padding and dilation as they are, crop (0, 0)."""
+    if _reformulate(x):
+        return weight, padding, dilation, (0, 0)
+    return crop_padding_taps(weight, x.shape[-2:], stride, padding, dilation)
 
 
-class _DepthwiseConv2d(torch.autograd.Function):
-    """F.conv2d(x, weight, groups=C) whose backward is depthwise_conv2d_backward (aten's values)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, stride, padding, dilation):
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = (stride, padding, dilation)
-        out = F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
-        ctx.compute_dtype = out.dtype  # bfloat16 under autocast: backward computes as forward did
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        x, weight = (as_dtype(t, ctx.compute_dtype) for t in saved)
-        grads = depthwise_conv2d_backward(as_dtype(grad, ctx.compute_dtype), x, weight, *ctx.geometry,
-                                          *ctx.needs_input_grad[:2])
-        grad_x, grad_weight = (g if g is None else as_dtype(g, t.dtype) for g, t in zip(grads, saved))
-        return grad_x, grad_weight, None, None, None
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
+    """F.conv2d(x, weight, groups=C): on the CPU fastnas's kernel (one call each way, a fast backward)."""
+    if _reformulate(x):
+        return depthwise_conv2d_op(x, weight, stride, padding, dilation)
+    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
     """F.conv2d(x [B, C, H, W], weight [C, 1, k, k], groups=C) without the taps that read only padding.
 
     Same values. Why: DARTS's 5x5 and dilated kernels on the last cells' 2x2 and 4x4 maps (digits' 8x8
-    images, ImageNet16's last stage) are mostly padding, and oneDNN's backward is slowest exactly there
-    (bench/bench_depthwise.py); the crop makes a dilated kernel on a 2x2 map a single tap. On the CPU its
-    backward is depthwise_conv2d_backward's.
+    images, ImageNet16's last stage) are mostly padding; the crop makes a dilated kernel on a 2x2 map a
+    single tap. On the CPU it is fastnas.ops.depthwise_conv2d, whose loops skip those taps themselves
+    (oneDNN's backward was slowest exactly there: bench/bench_depthwise.py); elsewhere F.conv2d of the
+    cropped kernel.
     """
-    weight, padding, dilation, _ = crop_padding_taps(weight, x.shape[-2:], stride, padding, dilation)
-    if _reformulate(x) and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _DepthwiseConv2d.apply(x, weight, stride, padding, dilation)
-    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+    weight, padding, dilation, _ = crop_for_device(x, weight, stride, padding, dilation)
+    return _depthwise(x, weight, stride, padding, dilation)
 
 
 def _by_group(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -249,13 +204,14 @@ class DepthwisePointwise(torch.autograd.Function):
         x, w_dw, w_pw = (as_dtype(t, ctx.compute_dtype) for t in saved)
         grad = as_dtype(grad, ctx.compute_dtype)
         stride, padding, dilation = ctx.geometry
-        w_dw, padding, dilation, (c_h, c_w) = crop_padding_taps(w_dw, x.shape[-2:], stride, padding, dilation)
+        w_dw, padding, dilation, (c_h, c_w) = crop_for_device(x, w_dw, stride, padding, dilation)
         channels = x.shape[1]
-        depthwise = F.conv2d(x, w_dw, None, stride, padding, dilation, channels)
+        depthwise = _depthwise(x, w_dw, stride, padding, dilation)
         need_x, need_dw, need_pw = ctx.needs_input_grad[:3]
         grad_depthwise, grad_pw = pointwise_conv2d_backward(grad, depthwise, w_pw, channels // w_pw.shape[1],
                                                             need_x or need_dw, need_pw)
-        grad_x, grad_dw = depthwise_conv2d_backward(grad_depthwise, x, w_dw, stride, padding, dilation, need_x, need_dw)
+        grad_x, grad_dw = depthwise_conv2d_backward(grad_depthwise, x, w_dw, stride, padding, dilation, need_x,
+                                                    need_dw)
         if grad_dw is not None and (c_h or c_w):
             grad_dw = F.pad(grad_dw, (c_w, c_w, c_h, c_h))  # the cropped taps read only padding: zero gradient
         # each gradient in its input's dtype, as autocast's casts would return it

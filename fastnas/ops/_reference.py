@@ -84,6 +84,14 @@ def chunk_sum(outs: Sequence[torch.Tensor], weights: torch.Tensor, chunks: Seque
     return total.to(outs[0].dtype)
 
 
+# --------------------------------------------------------------------------- depthwise_conv2d
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                     dilation: Sequence[int]) -> torch.Tensor:
+    """x [B, C, H, W] convolved channel by channel with weight [C, 1, k_h, k_w]: F.conv2d with groups = C."""
+    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+
+
 # --------------------------------------------------------------------------- at_loss
 
 def attention_map(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:

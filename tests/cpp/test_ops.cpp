@@ -71,11 +71,29 @@ void test_rank_corr() {
                "rank_corr rejects an unknown method");
 }
 
+using DepthwiseConv2d = at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                                  at::IntArrayRef);
+
+void test_depthwise_conv2d() {
+  const auto conv = op<DepthwiseConv2d>("fastnas::depthwise_conv2d");
+  // One 3x3 map 1..9, a 2x2 kernel (1, 2; 3, 4), padding 1: a 4x4 output whose corner taps read one pixel.
+  auto x = at::arange(1.0, 10.0, at::kDouble).view({1, 1, 3, 3});
+  auto weight = at::tensor({1.0, 2.0, 3.0, 4.0}, at::kDouble).view({1, 1, 2, 2});
+  auto out = conv.call(x, weight, {1, 1}, {1, 1}, {1, 1});
+  expect(out.sizes() == at::IntArrayRef({1, 1, 4, 4}), "depthwise_conv2d output shape");
+  expect(out[0][0][0][0].item<double>() == 4.0, "depthwise_conv2d corner: 4 * x[0, 0]");
+  expect(out[0][0][1][1].item<double>() == 1 * 1 + 2 * 2 + 3 * 4 + 4 * 5, "depthwise_conv2d inner value");
+  expect(out[0][0][3][3].item<double>() == 9.0, "depthwise_conv2d far corner: 1 * x[2, 2]");
+  expect_error([&] { conv.call(x, weight.view({1, 1, 4, 1}).repeat({2, 1, 1, 1}), {1, 1}, {1, 1}, {1, 1}); },
+               "weight: expected shape [1, 1, k_h, k_w]", "depthwise_conv2d rejects a weight per other channels");
+}
+
 }  // namespace
 
 int main() {
   test_mixed_node();
   test_rank_corr();
+  test_depthwise_conv2d();
   std::cout << (failures ? "FAILED: " : "all passed: ") << failures << " failure(s)\n";
   return failures ? 1 : 0;
 }

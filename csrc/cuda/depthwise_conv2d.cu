@@ -1,0 +1,42 @@
+// depthwise_conv2d on CUDA: cuDNN's (or aten's native) depthwise convolution
+// through at::convolution and at::convolution_backward. GPUs have fast depthwise
+// kernels for every shape a search meets; the CPU kernel exists for the CPU's
+// sake (csrc/cpu/depthwise_conv2d.cpp), this one so the op runs on every device.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../common/depthwise_conv2d.h"
+
+namespace fastnas {
+namespace {
+
+at::Tensor depthwise_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+                                 at::IntArrayRef padding, at::IntArrayRef dilation) {
+  const auto g = check_depthwise_conv2d_inputs(x, weight, stride, padding, dilation, /*allow_half=*/true);
+  const c10::cuda::CUDAGuard guard(x.device());
+  return at::convolution(x, weight, c10::nullopt, stride, padding, dilation, /*transposed=*/false, {0, 0},
+                         g.channels);
+}
+
+std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
+                                                                  const at::Tensor& weight, at::IntArrayRef stride,
+                                                                  at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                                  std::array<bool, 2> output_mask) {
+  const auto g = check_depthwise_conv2d_backward_inputs(grad, x, weight, stride, padding, dilation,
+                                                        /*allow_half=*/true);
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto grads = at::convolution_backward(grad, x, weight, c10::nullopt, stride, padding, dilation,
+                                        /*transposed=*/false, {0, 0}, g.channels,
+                                        {output_mask[0], output_mask[1], false});
+  return {std::get<0>(grads), std::get<1>(grads)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastnas, CUDA, m) {
+  m.impl("depthwise_conv2d", &depthwise_conv2d_cuda);
+  m.impl("depthwise_conv2d_backward", &depthwise_conv2d_backward_cuda);
+}
+
+}  // namespace fastnas
