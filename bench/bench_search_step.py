@@ -27,7 +27,8 @@ modules and parameters; they differ in how a node runs and combines its candidat
   chunks weighed by one `fastnas.ops.chunk_sum` call per node, recompute on;
 - grouped-no-recompute: the same, saving the outputs;
 - grouped-fused-optim: grouped, with the optimizers' fused kernels (torch.optim's
-  fused=True, one kernel for all parameters instead of ~25 aten calls each on the CPU)
+  fused=True, one kernel for all parameters instead of ~25 aten calls each on the CPU;
+  DNAD's Adam is fastnas.nn.optim.SharedStepAdam, one step counter for all parameters)
   and the gradient clip's norm from one foreach_reduce (fastnas.ops.clip_grad_norm_):
   what the strategies' steps become with those two settings;
 - grouped-fused-optim-no-recompute: the same, saving the outputs: the strategies' step on
@@ -72,6 +73,7 @@ from fastnas.distill import ATLoss, Teacher, TeacherResNet, losses
 from fastnas.nn import MixedNode
 from fastnas.nn.cost import count_saved_bytes
 from fastnas.nn.darts_ops import DilConv, SepConv
+from fastnas.nn.optim import SharedStepAdam
 from fastnas.ops import _reference
 from fastnas.search_spaces import DARTS_PRIMITIVES, SuperNetwork
 from fastnas.strategies.dnad import AUTHORS_CIFAR_OPS
@@ -136,8 +138,10 @@ class SearchStep:
         if dnad:
             self.teacher = Teacher(TeacherResNet(3, 10).to(device, dtype), (3, size, size))
             self.at_loss, self.shrinking = ATLoss(), ProgressiveShrinking(SNPSConfig())
-            self.weight_optimizer = torch.optim.Adam(self.net.weight_parameters(), 5e-4, betas=(0.5, 0.999),
-                                                     weight_decay=3e-4, capturable=capturable, **fused)
+            # the strategy's Adam (torch's fused kernel, one step counter for all parameters) with fused_optimizer
+            adam = SharedStepAdam if fused_optimizer else torch.optim.Adam
+            self.weight_optimizer = adam(self.net.weight_parameters(), 5e-4, betas=(0.5, 0.999), weight_decay=3e-4,
+                                         capturable=capturable, **fused)
             self.arch_optimizer = torch.optim.SGD(self.net.arch_parameters(), 0.2, **fused)
         else:
             self.weight_optimizer = torch.optim.SGD(self.net.weight_parameters(), 0.025, momentum=0.9,

@@ -49,6 +49,7 @@ from ..distributed import Distributed
 from ..evaluators import evaluate
 from ..nn.cost import PrunedFlops, count_flops, count_params
 from ..nn.darts_ops import check_primitives
+from ..nn.optim import SharedStepAdam
 from ..ops import clip_grad_norm_
 from ..pareto import mark_front
 from ..runs import RunFolder
@@ -173,9 +174,10 @@ class DNADSearch(Search):
         kd_options = {"beta": c.at_beta, "reduction": c.at_scale} if c.kd == "at" else {}
         self.kd_loss = make_kd_loss(c.kd, self.net.stage_channels, teacher_channels, **kd_options).to(self.device)
         self.shrinking = ProgressiveShrinking(c.snps)
-        # fused=True: one kernel for all parameters instead of ~10 aten calls per tensor (same values)
-        self.optimizer = torch.optim.Adam(self.net.weight_parameters() + list(self.kd_loss.parameters()), c.lr,
-                                          betas=(0.5, 0.999), weight_decay=c.weight_decay, fused=True)
+        # torch's fused Adam (one kernel, not ~10 aten calls per tensor) with one step counter for all
+        # parameters instead of one increment each (same values: fastnas.nn.optim)
+        self.optimizer = SharedStepAdam(self.net.weight_parameters() + list(self.kd_loss.parameters()), c.lr,
+                                        betas=(0.5, 0.999), weight_decay=c.weight_decay)
         self.arch_optimizer = torch.optim.SGD(self.net.arch_parameters(), c.arch_lr, momentum=0.0, fused=True)
         self.epoch, self.step = 0, 0
         self.pareto: list[dict] = []
