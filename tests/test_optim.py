@@ -132,3 +132,21 @@ def test_lower_precision(dtype):
 def test_not_fused_is_refused():
     with pytest.raises(ValueError, match="fused"):
         SharedStepAdam(make_params(), fused=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_same_values_and_one_counter_on_the_device():
+    theirs = [p.detach().cuda().requires_grad_() for p in make_params(dtype=torch.float32)]
+    ours = [p.detach().cuda().requires_grad_() for p in make_params(dtype=torch.float32)]
+    reference = torch.optim.Adam(theirs, lr=1e-2, weight_decay=3e-4, fused=True)
+    optimizer = SharedStepAdam(ours, lr=1e-2, weight_decay=3e-4)
+    for step in range(3):
+        for params in (theirs, ours):
+            set_grads(params, step)
+            for p in params:
+                p.grad = p.grad.cuda()
+        reference.step()
+        optimizer.step()
+    assert_same(theirs, ours, reference, optimizer)
+    assert optimizer.state[ours[0]]["step"].device.type == "cuda"
+    assert len({id(optimizer.state[p]["step"]) for p in ours}) == 1
