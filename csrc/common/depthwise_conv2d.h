@@ -5,7 +5,11 @@
 // reads outside the map being zero padding.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
+#include <array>
+#include <tuple>
 
 #include "checks.h"
 
@@ -82,6 +86,23 @@ inline DepthwiseGeometry check_depthwise_conv2d_backward_inputs(const at::Tensor
               "grad: expected the output's shape [", g.batch, ", ", g.channels, ", ", g.h.out, ", ", g.w.out,
               "], got ", grad.sizes());
   return g;
+}
+
+// The convolution and its input and weight gradients through aten (cuDNN on a GPU): the CUDA
+// kernels, and the CPU kernels' fallback for unequal strides.
+inline at::Tensor aten_depthwise_conv2d(const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return at::convolution(x, weight, c10::nullopt, stride, padding, dilation, /*transposed=*/false, {0, 0},
+                         x.size(1));
+}
+
+inline std::tuple<at::Tensor, at::Tensor> aten_depthwise_conv2d_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, std::array<bool, 2> output_mask) {
+  auto grads = at::convolution_backward(grad, x, weight, c10::nullopt, stride, padding, dilation,
+                                        /*transposed=*/false, {0, 0}, x.size(1),
+                                        {output_mask[0], output_mask[1], false});
+  return {std::get<0>(grads), std::get<1>(grads)};
 }
 
 }  // namespace fastnas

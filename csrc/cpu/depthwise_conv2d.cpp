@@ -143,7 +143,7 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, a
                                 at::IntArrayRef padding, at::IntArrayRef dilation) {
   const auto g = check_depthwise_conv2d_inputs(x, weight, stride, padding, dilation, /*allow_half=*/true);
   if (!equal_strides(g)) {
-    return at::convolution(x, weight, c10::nullopt, stride, padding, dilation, false, {0, 0}, g.channels);
+    return aten_depthwise_conv2d(x, weight, stride, padding, dilation);
   }
   const auto x_c = x.contiguous();
   const auto w_c = weight.contiguous();
@@ -183,9 +183,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(const at::Tenso
   const auto g = check_depthwise_conv2d_backward_inputs(grad, x, weight, stride, padding, dilation,
                                                         /*allow_half=*/true);
   if (!equal_strides(g)) {
-    auto grads = at::convolution_backward(grad, x, weight, c10::nullopt, stride, padding, dilation, false, {0, 0},
-                                          g.channels, {output_mask[0], output_mask[1], false});
-    return {std::get<0>(grads), std::get<1>(grads)};
+    return aten_depthwise_conv2d_backward(grad, x, weight, stride, padding, dilation, output_mask);
   }
   const bool need_x = output_mask[0], need_weight = output_mask[1];
   const auto x_c = x.contiguous();

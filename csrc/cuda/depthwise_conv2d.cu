@@ -13,23 +13,18 @@ namespace {
 
 at::Tensor depthwise_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
                                  at::IntArrayRef padding, at::IntArrayRef dilation) {
-  const auto g = check_depthwise_conv2d_inputs(x, weight, stride, padding, dilation, /*allow_half=*/true);
+  check_depthwise_conv2d_inputs(x, weight, stride, padding, dilation, /*allow_half=*/true);
   const c10::cuda::CUDAGuard guard(x.device());
-  return at::convolution(x, weight, c10::nullopt, stride, padding, dilation, /*transposed=*/false, {0, 0},
-                         g.channels);
+  return aten_depthwise_conv2d(x, weight, stride, padding, dilation);
 }
 
 std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
                                                                   const at::Tensor& weight, at::IntArrayRef stride,
                                                                   at::IntArrayRef padding, at::IntArrayRef dilation,
                                                                   std::array<bool, 2> output_mask) {
-  const auto g = check_depthwise_conv2d_backward_inputs(grad, x, weight, stride, padding, dilation,
-                                                        /*allow_half=*/true);
+  check_depthwise_conv2d_backward_inputs(grad, x, weight, stride, padding, dilation, /*allow_half=*/true);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto grads = at::convolution_backward(grad, x, weight, c10::nullopt, stride, padding, dilation,
-                                        /*transposed=*/false, {0, 0}, g.channels,
-                                        {output_mask[0], output_mask[1], false});
-  return {std::get<0>(grads), std::get<1>(grads)};
+  return aten_depthwise_conv2d_backward(grad, x, weight, stride, padding, dilation, output_mask);
 }
 
 }  // namespace

@@ -13,7 +13,7 @@ import torch
 from torch.nn.modules.utils import _pair
 
 from . import _reference
-from ._extension import has_kernel, reference_grads
+from ._extension import has_kernel
 
 _OP = torch.ops.fastnas.depthwise_conv2d
 _BACKWARD = torch.ops.fastnas.depthwise_conv2d_backward
@@ -82,12 +82,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
-    need_x, need_weight = ctx.needs_input_grad[:2]
-    if torch.is_grad_enabled():  # create_graph=True
-        grad_x, grad_weight = reference_grads(lambda a, b: _reference.depthwise_conv2d(a, b, *ctx.geometry),
-                                              [x, weight], grad)
-    else:
-        grad_x, grad_weight = _BACKWARD(grad, x, weight, *ctx.geometry, [need_x, need_weight])
+    # grad mode on (create_graph=True): aten.convolution_backward, which autograd differentiates again
+    grad_x, grad_weight = depthwise_conv2d_backward(grad, x, weight, *ctx.geometry, *ctx.needs_input_grad[:2])
     return grad_x, grad_weight, None, None, None
 
 
