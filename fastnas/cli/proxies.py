@@ -226,8 +226,9 @@ def add_parsers(sub) -> None:
                          "scores a narrower network, fastnas's choice for quick runs)")
     proxies.add_argument("--N", type=int, default=BENCHMARK_N, help="--benchmark: cells per stage (the benchmark's: 5)")
     proxies.add_argument("--archs-per-pass", type=int, default=None,
-                         help="--benchmark: cells per batched pass (default: 64 for synflow, 256 images' worth for "
-                         "the data proxies; more on a large GPU)")
+                         help="--benchmark: cells per batched pass (fastnas's choice; default on a CPU: 16 for synflow, "
+                         "64 for more than half the space, 64 images' worth for the data proxies; on a GPU 64 and 256 "
+                         "images' worth, more on a large GPU)")
     proxies.add_argument("--bootstrap", type=int, default=1000,
                          help="--benchmark: resamples of the cells for the 95%% intervals")
     proxies.add_argument("--data", default=None,

@@ -41,7 +41,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..search_spaces.nb201 import EDGES, NB201_OPS, STAGES, Cell, NB201Network, count_cost, edge_op, parse_arch
+from ..search_spaces.nb201 import (EDGES, NB201_OPS, STAGES, Cell, NB201Network, all_archs, count_cost, edge_op,
+                                    parse_arch)
 from .baselines import jacov_of_jacobians
 from .inputs import NetworkOutputs
 from .registry import _check_batch, get_proxy, score_many
@@ -50,10 +51,15 @@ DATA_FREE = ("params", "flops", "synflow")
 DATA_PROXIES = ("snip", "grad_norm", "fisher", "jacov", "nwot")
 BATCHED = DATA_FREE + DATA_PROXIES
 CONV_OPS = ("nor_conv_1x1", "nor_conv_3x3")
-# Architectures per pass, fastnas's choice (memory, not speed, sets them): synflow passes hold two images per
-# architecture and no autograd graph; the data proxies hold the graph of B images per architecture.
-SYNFLOW_ARCHS_PER_PASS = 64
-IMAGES_PER_PASS = 256
+# Architectures per pass, fastnas's choice, by device type. On a CPU the caches set them: a pass whose
+# tensors stay in cache runs faster (2-core EPYC, 2 threads, bench/results/nb201-scoring-cpu-1024-cells*.json:
+# synflow on 1,024 sampled cells 13.6 ms a cell at 16 a pass, 21.6 at 64; snip,
+# grad_norm and jacov fastest at one architecture of 64 images). Where the cells are most of the space, the
+# sorted cells of a pass share more edges and 64 a pass wins (all 15,625: 202 s against 227 s at 16): the
+# switch at half the space lies between those measured points. On a GPU memory sets them: synflow passes
+# hold two images per architecture and no autograd graph; the data proxies hold the graph of B images each.
+SYNFLOW_ARCHS_PER_PASS = {"cpu": 16, "cpu-dense": 64, "gpu": 64}
+IMAGES_PER_PASS = {"cpu": 64, "gpu": 256}
 # Edge e of a cell runs from node EDGE_NODES[e][0] to node EDGE_NODES[e][1] (the order of InferCell.edges).
 EDGE_NODES = [(source, target) for target in range(1, 4) for source in range(target)]
 NWOT_EXACT_UNITS = 2 ** 24  # float32 sums of 0/1 products are exact below this
@@ -359,7 +365,7 @@ def score_nb201(names: Sequence[str], archs: Sequence[str], shared: SharedNB201,
     docstring). `batch` = (images [B, C_in, H, W], labels [B]) is needed by every proxy but params, flops and
     synflow, which score an all-ones image of side `image_size` (default: the batch's). `archs_per_pass`:
     architectures per batched pass (default SYNFLOW_ARCHS_PER_PASS for synflow, IMAGES_PER_PASS // B for the
-    data proxies).
+    data proxies, each for `shared`'s device type).
     """
     proxies = [get_proxy(name).name for name in names]  # ValueError naming the registered ones
     cells = [parse_arch(arch) for arch in archs]
@@ -398,14 +404,16 @@ def score_nb201(names: Sequence[str], archs: Sequence[str], shared: SharedNB201,
             chosen = order[start:start + size]
             yield torch.tensor(chosen), _Group([cells[a] for a in chosen], device)
 
+    kind = "cpu" if device.type == "cpu" else "gpu"
     if "synflow" in scores:
         flow = _synflow_copy(shared)
-        for chosen, group in passes(archs_per_pass or SYNFLOW_ARCHS_PER_PASS):
+        dense = kind == "cpu" and count > len(all_archs()) // 2
+        for chosen, group in passes(archs_per_pass or SYNFLOW_ARCHS_PER_PASS["cpu-dense" if dense else kind]):
             scores["synflow"][chosen] = _synflow_scores(flow, group, (shared.in_channels, image_size,
                                                                       image_size)).cpu()
     data = [name for name in proxies if name in DATA_PROXIES]
     if data:
-        for chosen, group in passes(archs_per_pass or max(1, IMAGES_PER_PASS // images.shape[0])):
+        for chosen, group in passes(archs_per_pass or max(1, IMAGES_PER_PASS[kind] // images.shape[0])):
             for name, values in _data_scores(data, shared, group, images, labels).items():
                 scores[name][chosen] = values.detach().double().cpu()
     unbatched = [name for name in proxies if name not in BATCHED]
