@@ -227,8 +227,8 @@ def add_parsers(sub) -> None:
     proxies.add_argument("--N", type=int, default=BENCHMARK_N, help="--benchmark: cells per stage (the benchmark's: 5)")
     proxies.add_argument("--archs-per-pass", type=int, default=None,
                          help="--benchmark: cells per batched pass (fastnas's choice; default on a CPU: 16 for synflow, "
-                         "64 for more than half the space, 64 images' worth for the data proxies; on a GPU 64 and 256 "
-                         "images' worth, more on a large GPU)")
+                         "64 where the cells fill more than half the part of the space they span, 64 images' worth "
+                         "for the data proxies; on a GPU 64 and 256 images' worth, more on a large GPU)")
     proxies.add_argument("--bootstrap", type=int, default=1000,
                          help="--benchmark: resamples of the cells for the 95%% intervals")
     proxies.add_argument("--data", default=None,

@@ -41,8 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..search_spaces.nb201 import (EDGES, NB201_OPS, STAGES, Cell, NB201Network, all_archs, count_cost, edge_op,
-                                    parse_arch)
+from ..search_spaces.nb201 import EDGES, NB201_OPS, STAGES, Cell, NB201Network, count_cost, edge_op, parse_arch
 from .baselines import jacov_of_jacobians
 from .inputs import NetworkOutputs
 from .registry import _check_batch, get_proxy, score_many
@@ -54,15 +53,26 @@ CONV_OPS = ("nor_conv_1x1", "nor_conv_3x3")
 # Architectures per pass, fastnas's choice, by device type. On a CPU the caches set them: a pass whose
 # tensors stay in cache runs faster (2-core EPYC, 2 threads, bench/results/nb201-scoring-cpu-1024-cells*.json:
 # synflow on 1,024 sampled cells 13.6 ms a cell at 16 a pass, 21.6 at 64; snip,
-# grad_norm and jacov fastest at one architecture of 64 images). Where the cells are most of the space, the
-# sorted cells of a pass share more edges and 64 a pass wins (all 15,625: 202 s against 227 s at 16): the
-# switch at half the space lies between those measured points. On a GPU memory sets them: synflow passes
+# grad_norm and jacov fastest at one architecture of 64 images). Where the cells are dense in the part of
+# the space they span (a chunk of consecutive cells, or all of them), the sorted cells of a pass share more
+# edges and 64 a pass wins (all 15,625: 202 s against 227 s at 16): the switch at half the span lies between
+# those measured points. On a GPU memory sets them: synflow passes
 # hold two images per architecture and no autograd graph; the data proxies hold the graph of B images each.
 SYNFLOW_ARCHS_PER_PASS = {"cpu": 16, "cpu-dense": 64, "gpu": 64}
 IMAGES_PER_PASS = {"cpu": 64, "gpu": 256}
 # Edge e of a cell runs from node EDGE_NODES[e][0] to node EDGE_NODES[e][1] (the order of InferCell.edges).
 EDGE_NODES = [(source, target) for target in range(1, 4) for source in range(target)]
 NWOT_EXACT_UNITS = 2 ** 24  # float32 sums of 0/1 products are exact below this
+
+
+def _space_span(first: list[int], last: list[int]) -> int:
+    """How many cells of the space lie from `first` to `last` (operation indices per edge), both included."""
+    def rank(digits: list[int]) -> int:
+        value = 0
+        for digit in digits:
+            value = value * len(NB201_OPS) + digit
+        return value
+    return rank(last) - rank(first) + 1
 
 
 def _cell_ops(cell: Cell) -> list[str]:
@@ -397,7 +407,8 @@ def score_nb201(names: Sequence[str], archs: Sequence[str], shared: SharedNB201,
             if name in scores:
                 scores[name] = costs[:, column].clone()
     # Architectures sorted by their operations, so that a pass's architectures share more edges.
-    order = sorted(range(count), key=lambda a: [NB201_OPS.index(op) for op in _cell_ops(cells[a])])
+    digits = [[NB201_OPS.index(op) for op in _cell_ops(cell)] for cell in cells]
+    order = sorted(range(count), key=digits.__getitem__)
 
     def passes(size: int):
         for start in range(0, count, size):
@@ -407,7 +418,7 @@ def score_nb201(names: Sequence[str], archs: Sequence[str], shared: SharedNB201,
     kind = "cpu" if device.type == "cpu" else "gpu"
     if "synflow" in scores:
         flow = _synflow_copy(shared)
-        dense = kind == "cpu" and count > len(all_archs()) // 2
+        dense = kind == "cpu" and count > 0 and count > _space_span(digits[order[0]], digits[order[-1]]) // 2
         for chosen, group in passes(archs_per_pass or SYNFLOW_ARCHS_PER_PASS["cpu-dense" if dense else kind]):
             scores["synflow"][chosen] = _synflow_scores(flow, group, (shared.in_channels, image_size,
                                                                       image_size)).cpu()
