@@ -11,6 +11,8 @@ forms:
 * the official NATS-Bench topology files (the ``NATS-tss-v1_0-3ffb9-simple`` folder, or the single
   ``.pickle.pbz2`` file), read through the optional ``nats_bench`` package (`pip install nats_bench`) with every
   choice explicit (`read_nats`); ``fastnas nasbench export`` writes the compact CSV from them once.
+* NASLib's zero-cost benchmark file ``zc_nasbench201.json`` (automl/NASLib naslib/data, from NAS-Bench-Suite-Zero),
+  which holds NASLib's ``val_accuracy`` of the cells it covers (`read_naslib`; ``fastnas nasbench export --naslib``).
 
 What the NATS-Bench datasets mean (nats_bench/api_utils.py, ArchResults.get_metrics):
 
@@ -26,8 +28,10 @@ What the NATS-Bench datasets mean (nats_bench/api_utils.py, ArchResults.get_metr
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
+import json
 import math
 import os
 import random
@@ -190,6 +194,60 @@ def _open_nats(path: str | os.PathLike):
         raise ValueError("nats: reading the NATS-Bench files needs the optional package nats_bench "
                          "(pip install nats_bench)") from None
     return nats_bench.create(str(path), "topology", fast_mode=path.is_dir(), verbose=False)
+
+
+# NASLib's op indices of an NB201 cell: its OP_NAMES_NB201 and EDGE_LIST (naslib/search_spaces/nasbench201/
+# conversions.py), edges (i, j) between NASLib's nodes 1..4, i.e. NB201's nodes i - 1 -> j - 1.
+NASLIB_OPS = ("skip_connect", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3")
+NASLIB_EDGES = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
+
+
+def naslib_arch(indices: Sequence[int]) -> str:
+    """The NB201 string of NASLib's six op indices (its convert_op_indices_to_str), e.g. (2, 2, 0, 0, 0, 0)."""
+    if len(indices) != 6 or any(not isinstance(op, int) or not 0 <= op < len(NASLIB_OPS) for op in indices):
+        raise ValueError(f"expected six NASLib op indices in 0..{len(NASLIB_OPS) - 1}, got {tuple(indices)!r}")
+    ops = {edge: NASLIB_OPS[op] for edge, op in zip(NASLIB_EDGES, indices)}
+    by_target = sorted(ops, key=lambda edge: edge[1])  # stable: the sources of each node in increasing order
+    return format_arch(parse_arch("|{}|+|{}|{}|+|{}|{}|{}|".format(*(f"{ops[(i, j)]}~{i - 1}" for i, j in by_target))))
+
+
+def read_naslib(path: str | os.PathLike, datasets: Sequence[str] | None = None) -> BenchmarkTable:
+    """NASLib's ``val_accuracy`` (%) of the cells of its zero-cost benchmark file at `path`.
+
+    The file is {"nasbench201": {dataset: {"(i0, ..., i5)": {"val_accuracy": %, <proxy>: score, ...}}}}, keyed by
+    NASLib's op indices (`naslib_arch`). NASLib reads ``val_accuracy`` from its NB201 data's last-epoch evaluation
+    accuracy of the 200-epoch schedule, the cifar10 one from NAS-Bench-201's cifar10-valid (NASLib's
+    query_nasbench201). `datasets`: the columns to read (default: those of DATASETS the file holds); the table
+    keeps the cells every one of them holds, in the file's order of the first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"naslib: {path} does not exist (expected NASLib's zc_nasbench201.json)")
+    try:
+        spaces = json.loads(path.read_text())
+        by_dataset = spaces["nasbench201"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"naslib: {path} is not NASLib's zero-cost benchmark file (expected a JSON object with a "
+                         f"'nasbench201' entry): {error!r}") from None
+    chosen = [name for name in DATASETS if name in by_dataset] if datasets is None else list(datasets)
+    missing = [name for name in chosen if name not in DATASETS or name not in by_dataset]
+    if missing or not chosen:
+        raise ValueError(f"datasets: expected some of {[n for n in DATASETS if n in by_dataset]} (the file's "
+                         f"NB201 datasets), got {chosen}")
+    keys = [key for key in by_dataset[chosen[0]] if all(key in by_dataset[name] for name in chosen[1:])]
+    if not keys:
+        raise ValueError(f"naslib: {path} holds no cell that every one of {chosen} has")
+    archs, values = [], []
+    for key in keys:
+        try:
+            archs.append(naslib_arch(ast.literal_eval(key)))
+            values.append([float(by_dataset[name][key]["val_accuracy"]) for name in chosen])
+        except (ValueError, SyntaxError, KeyError, TypeError) as error:
+            raise ValueError(f"naslib: {path} cell {key}: {error!r}") from None
+    table = torch.tensor(values, dtype=torch.float64)
+    comment = [f"NAS-Bench-201 from NASLib's zero-cost benchmark file {path.name}: NASLib's val_accuracy (%), the "
+               "200-epoch schedule's last evaluation; cifar10 = NAS-Bench-201's cifar10-valid"]
+    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(chosen)}, comment)
 
 
 def sample_indices(count: int, sample: str | int, seed: int = 0) -> list[int]:

@@ -1,15 +1,28 @@
-"""`fastnas nasbench export`: the compact NAS-Bench-201 CSV from the official NATS-Bench topology files, once."""
+"""`fastnas nasbench export`: the compact NAS-Bench-201 CSV, once, from the official NATS-Bench topology files or
+from NASLib's zero-cost benchmark file."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def _export(args: argparse.Namespace) -> int:
-    from ..nasbench import read_nats, write_table
+NATS_CHOICES = {"hp": "200", "metric": "test", "seed": "mean", "cifar10": "cifar10-valid"}
 
-    seed = None if args.seed == "mean" else _seed(args.seed)
-    table = read_nats(args.nats, hp=args.hp, metric=args.metric, seed=seed, cifar10=args.cifar10)
+
+def _export(args: argparse.Namespace) -> int:
+    from ..nasbench import read_naslib, read_nats, write_table
+
+    given = [f"--{name}" for name in NATS_CHOICES if getattr(args, name) is not None]
+    if args.naslib is not None:
+        if given:
+            raise ValueError(f"naslib: {', '.join(given)} choose among the NATS-Bench files' results; NASLib's file "
+                             "holds one accuracy per cell (its val_accuracy)")
+        table = read_naslib(args.naslib)
+    else:
+        choice = {name: default if getattr(args, name) is None else getattr(args, name)
+                  for name, default in NATS_CHOICES.items()}
+        seed = None if choice["seed"] == "mean" else _seed(choice["seed"])
+        table = read_nats(args.nats, hp=choice["hp"], metric=choice["metric"], seed=seed, cifar10=choice["cifar10"])
     write_table(args.out, table)
     print(f"wrote {len(table)} cells to {args.out}: {table.comment[0]}")
     return 0
@@ -27,16 +40,22 @@ def add_parsers(sub) -> None:
     commands = nasbench.add_subparsers(dest="nasbench_command", required=True)
     export = commands.add_parser("export", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                  help="write the compact CSV (arch, cifar10, cifar100, ImageNet16-120 accuracies "
-                                 "in %%) from the NATS-Bench topology files, through the optional nats_bench package")
-    export.add_argument("--nats", required=True, help="the NATS-tss-v1_0-3ffb9-simple folder (read in fast mode, a "
-                        "file per cell) or a NATS-tss .pickle.pbz2 file")
+                                 "in %%) from the NATS-Bench topology files (through the optional nats_bench "
+                                 "package) or from NASLib's zc_nasbench201.json")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--nats", help="the NATS-tss-v1_0-3ffb9-simple folder (read in fast mode, a file per cell) "
+                        "or a NATS-tss .pickle.pbz2 file")
+    source.add_argument("--naslib", help="NASLib's zero-cost benchmark file zc_nasbench201.json: its val_accuracy "
+                        "of the cells it holds (the 200-epoch schedule's last evaluation; cifar10 from "
+                        "cifar10-valid), the cells every dataset holds")
     export.add_argument("--out", required=True, help="the CSV to write")
-    export.add_argument("--hp", choices=["200", "12"], default="200",
-                        help="training schedule in epochs (200: the benchmark's accuracies)")
-    export.add_argument("--metric", choices=["test", "valid"], default="test", help="which accuracy")
-    export.add_argument("--seed", default="mean", help="'mean' over a cell's trials, or one trial's seed")
-    export.add_argument("--cifar10", choices=["cifar10-valid", "cifar10"], default="cifar10-valid",
-                        help="the NATS-Bench dataset of the cifar10 column: cifar10-valid (trained on 25,000 "
-                        "images; the published zero-cost correlations use its test accuracy) or cifar10 (trained "
-                        "on 50,000, test accuracy only)")
+    nats = "--nats only: "
+    export.add_argument("--hp", choices=["200", "12"], help=nats + "training schedule in epochs (default 200, the "
+                        "benchmark's accuracies)")
+    export.add_argument("--metric", choices=["test", "valid"], help=nats + "which accuracy (default test)")
+    export.add_argument("--seed", help=nats + "'mean' over a cell's trials (the default), or one trial's seed")
+    export.add_argument("--cifar10", choices=["cifar10-valid", "cifar10"],
+                        help=nats + "the NATS-Bench dataset of the cifar10 column: cifar10-valid (the default; "
+                        "trained on 25,000 images; the published zero-cost correlations use its test accuracy) or "
+                        "cifar10 (trained on 50,000, test accuracy only)")
     export.set_defaults(run=_export)
