@@ -44,7 +44,7 @@ import torch
 from .evaluators.proxy_table import correlation_table, nan_as_lowest
 from .evaluators.statistics import bootstrap_correlations, bootstrap_indices, percentile_interval
 from .runs import atomic_write_bytes
-from .search_spaces.nb201 import count_cost, format_arch, parse_arch
+from .search_spaces.nb201 import cell_index, count_cost, format_arch, parse_arch
 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 # The NB201 network of each dataset: (classes, image side), AutoDL-Projects' get_cell_based_tiny_net at C=16, N=5.
@@ -264,6 +264,16 @@ def sample_indices(count: int, sample: str | int, seed: int = 0) -> list[int]:
     order = list(range(count))
     random.Random(seed).shuffle(order)
     return sorted(order[:int(text)])
+
+
+def rank_block(archs: Sequence[str], rank: int, world_size: int) -> list[str]:
+    """The cells of `archs` that process `rank` of `world_size` scores: a contiguous block of them in the space's
+    order (nb201.all_archs()), in that order. A block of a dense set is a dense run of the space, which batched
+    synflow scores in its larger passes (fastnas.proxies.batched.score_nb201); every N-th cell would be sparse."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank: expected 0 <= rank < world_size = {world_size}, got {rank}")
+    ordered = sorted(archs, key=lambda arch: cell_index(parse_arch(arch)))
+    return ordered[len(ordered) * rank // world_size:len(ordered) * (rank + 1) // world_size]
 
 
 def benchmark_cost(arch: str, dataset: str) -> dict[str, float]:

@@ -19,8 +19,8 @@ import torch
 from fastnas.cli import main, run
 from fastnas.data import batches, load_data
 from fastnas.evaluators.proxy_table import correlation_table, read_scores
-from fastnas.nasbench import (DATASETS, PUBLISHED_SPEARMAN, BenchmarkTable, benchmark_cost, read_nats, read_table,
-                              sample_indices, write_table)
+from fastnas.nasbench import (DATASETS, PUBLISHED_SPEARMAN, BenchmarkTable, benchmark_cost, rank_block, read_nats,
+                              read_table, sample_indices, write_table)
 from fastnas.proxies import batched
 from fastnas.proxies.batched import SharedNB201, score_nb201
 from fastnas.search_spaces import nb201
@@ -106,6 +106,17 @@ def test_sample_indices():
 
 
 # --- the benchmark's own counts --------------------------------------------------------------------------------
+
+def test_rank_blocks_are_contiguous_runs_of_the_space():
+    space = nb201.all_archs()
+    assert rank_block(list(reversed(space)), 0, 2) == space[:7812] and rank_block(space, 1, 2) == space[7812:]
+    cells = random_table(50, seed=3).archs[::-1]
+    blocks = [rank_block(cells, rank, 3) for rank in range(3)]
+    assert [len(block) for block in blocks] == [16, 17, 17]
+    assert sum(blocks, []) == sorted(cells, key=space.index)
+    with pytest.raises(ValueError, match="rank: expected 0 <= rank < world_size = 2, got 2"):
+        rank_block(cells, 2, 2)
+
 
 def test_benchmark_cost_by_hand():
     """AutoDL-Projects' counting, by hand. All-none cell, CIFAR-10: stem 3*16*9 + BN 32 = 464; reduction 16->32:

@@ -3,8 +3,9 @@
 Two ground truths: ``--gt gt.jsonl`` (the distilled students of ``fastnas bench-gt``, scored one network at a
 time) or ``--benchmark nb201:TABLE.csv`` (NAS-Bench-201's trained accuracies, scored with
 fastnas.proxies.batched, many cells per pass). Both cache every score in ``OUT/scores.jsonl`` as it is
-computed, so a rerun (after a kill, with more proxies or cells) computes only what is missing, and under
-torchrun each rank scores every world_size-th architecture.
+computed, so a rerun (after a kill, with more proxies or cells) computes only what is missing. Under torchrun
+each rank scores every world_size-th architecture of --gt, and a contiguous block of the benchmark's cells in
+the space's order.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from ..data import load_data
     from ..distributed import Distributed
     from ..evaluators.proxy_table import RANK_SCORES, ScoreCache, merge_rank_scores, nan_as_lowest, score_matrix
-    from ..nasbench import (NETWORK, PUBLISHED_SOURCE, correlation_report, format_report, read_table,
+    from ..nasbench import (NETWORK, PUBLISHED_SOURCE, correlation_report, format_report, rank_block, read_table,
                             sample_indices)
     from ..plots import plot_proxy_scatter
     from ..proxies.batched import BATCHED, DATA_FREE, SharedNB201, score_nb201
@@ -172,7 +173,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     own = out / (RANK_SCORES.format(dist.rank) if dist.enabled else "scores.jsonl")
     cache = ScoreCache(own, also_read=[out / "scores.jsonl"] if dist.enabled else [])
     todo: dict[tuple[str, ...], list[str]] = {}  # the missing proxies -> the architectures missing them
-    for arch in archs[dist.rank::dist.world_size]:
+    for arch in rank_block(archs, dist.rank, dist.world_size):
         missing = tuple(cache.missing(arch, names))
         if missing:
             todo.setdefault(missing, []).append(arch)

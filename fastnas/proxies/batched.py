@@ -41,7 +41,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..search_spaces.nb201 import EDGES, NB201_OPS, STAGES, Cell, NB201Network, count_cost, edge_op, parse_arch
+from ..search_spaces.nb201 import (EDGES, NB201_OPS, STAGES, Cell, NB201Network, cell_index, count_cost, edge_op,
+                                    parse_arch)
 from .baselines import jacov_of_jacobians
 from .inputs import NetworkOutputs
 from .registry import _check_batch, get_proxy, score_many
@@ -63,16 +64,6 @@ IMAGES_PER_PASS = {"cpu": 64, "gpu": 256}
 # Edge e of a cell runs from node EDGE_NODES[e][0] to node EDGE_NODES[e][1] (the order of InferCell.edges).
 EDGE_NODES = [(source, target) for target in range(1, 4) for source in range(target)]
 NWOT_EXACT_UNITS = 2 ** 24  # float32 sums of 0/1 products are exact below this
-
-
-def _space_span(first: list[int], last: list[int]) -> int:
-    """How many cells of the space lie from `first` to `last` (operation indices per edge), both included."""
-    def rank(digits: list[int]) -> int:
-        value = 0
-        for digit in digits:
-            value = value * len(NB201_OPS) + digit
-        return value
-    return rank(last) - rank(first) + 1
 
 
 def _cell_ops(cell: Cell) -> list[str]:
@@ -406,9 +397,9 @@ def score_nb201(names: Sequence[str], archs: Sequence[str], shared: SharedNB201,
         for column, name in enumerate(("params", "flops")):
             if name in scores:
                 scores[name] = costs[:, column].clone()
-    # Architectures sorted by their operations, so that a pass's architectures share more edges.
-    digits = [[NB201_OPS.index(op) for op in _cell_ops(cell)] for cell in cells]
-    order = sorted(range(count), key=digits.__getitem__)
+    # Architectures in the space's order (sorted by their operations), so that a pass's architectures share more edges.
+    index = [cell_index(cell) for cell in cells]
+    order = sorted(range(count), key=index.__getitem__)
 
     def passes(size: int):
         for start in range(0, count, size):
@@ -418,7 +409,7 @@ def score_nb201(names: Sequence[str], archs: Sequence[str], shared: SharedNB201,
     kind = "cpu" if device.type == "cpu" else "gpu"
     if "synflow" in scores:
         flow = _synflow_copy(shared)
-        dense = kind == "cpu" and count > 0 and count > _space_span(digits[order[0]], digits[order[-1]]) // 2
+        dense = kind == "cpu" and count > 0 and count > (index[order[-1]] - index[order[0]] + 1) // 2
         for chosen, group in passes(archs_per_pass or SYNFLOW_ARCHS_PER_PASS["cpu-dense" if dense else kind]):
             scores["synflow"][chosen] = _synflow_scores(flow, group, (shared.in_channels, image_size,
                                                                       image_size)).cpu()

@@ -87,6 +87,15 @@ def all_archs() -> list[str]:
     return [format_arch((o[0:1], o[1:3], o[3:6])) for o in ops]
 
 
+def cell_index(cell: Cell) -> int:
+    """The position of `cell` in all_archs(): its edges' operation indices read as one base-5 number."""
+    index = 0
+    for node in cell:
+        for op in node:
+            index = index * len(NB201_OPS) + NB201_OPS.index(op)
+    return index
+
+
 def edge_op(name: str, C: int) -> nn.Module:
     """Operation `name` of an edge on C channels, as InferCell builds it."""
     if name == "nor_conv_1x1":
