@@ -7,9 +7,11 @@ package's own classes and pickle_save, in the layout its loaders read (the fast-
 
 import json
 import math
+import platform
 import pickle
 import random
 import re
+import sys
 import tracemalloc
 
 import numpy as np
@@ -116,6 +118,14 @@ def test_rank_blocks_are_contiguous_runs_of_the_space():
     assert sum(blocks, []) == sorted(cells, key=space.index)
     with pytest.raises(ValueError, match="rank: expected 0 <= rank < world_size = 2, got 2"):
         rank_block(cells, 2, 2)
+
+
+def test_keep_freed_memory_respects_the_users_glibc_settings(monkeypatch):
+    from fastnas.cli.common import keep_freed_memory
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    assert keep_freed_memory() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
 
 
 def test_benchmark_cost_by_hand():

@@ -38,7 +38,7 @@ def _seed(text: str) -> int:
 def add_parsers(sub) -> None:
     nasbench = sub.add_parser("nasbench", help="NAS-Bench-201 as ground truth")
     commands = nasbench.add_subparsers(dest="nasbench_command", required=True)
-    export = commands.add_parser("export", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    export = commands.add_parser("export",
                                  help="write the compact CSV (arch, cifar10, cifar100, ImageNet16-120 accuracies "
                                  "in %%) from the NATS-Bench topology files (through the optional nats_bench "
                                  "package) or from NASLib's zc_nasbench201.json")

@@ -129,6 +129,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from ..plots import plot_proxy_scatter
     from ..proxies.batched import BATCHED, DATA_FREE, SharedNB201, score_nb201
     from ..runs import atomic_write_json
+    from .common import keep_freed_memory
 
     kind, _, path = args.benchmark.partition(":")
     if kind != "nb201" or not path:
@@ -154,6 +155,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     _check_settings(out, settings)
     dist = Distributed.from_env(args.device)
     device = dist.device_for(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     out.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         atomic_write_json(out / "config.json", {**settings, "benchmark": str(path), "proxies": names})
