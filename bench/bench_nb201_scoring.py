@@ -7,7 +7,11 @@ brackets):
 
 * ``data-free``: synflow + params + flops of one all-ones image (>= 10x), and the all-cells time of the 15,625
   cells with them (<= 10 minutes on the 2-core CPU; <= 1 minute on a GPU);
-* ``jacov``, ``nwot``, ``snip``, ``grad_norm``: each alone on a 64-image batch (>= 5x).
+* ``jacov``, ``nwot``, ``snip``, ``grad_norm``: each alone on a 64-image batch (>= 5x). Each row also gives the
+  arithmetic both paths must do (the cells' convolution and classifier MACs x images x sweeps: 1 forward for
+  nwot, + 1 backward to the inputs for jacov, + 1 to the weights for snip and grad_norm) at the dense float32
+  GEMM rate measured in the same run: the least time any batching of that arithmetic could take on the
+  device, and so the most it could gain over the loop (``compute_bound_speedup``).
 
 Networks at the benchmark's size: C = 16, N = 5, 32x32 images (CIFAR-10's shape, random pixels: the time does not
 depend on them), 10 classes.
@@ -37,6 +41,8 @@ from fastnas.proxies.batched import SharedNB201, score_nb201
 from fastnas.search_spaces import nb201
 
 RESULTS = Path(__file__).parent / "results"
+# Passes over the network's MACs a data proxy makes: forward; backward to the inputs; backward to the weights.
+SWEEPS = {"nwot": 1, "jacov": 2, "snip": 3, "grad_norm": 3}
 CASES = {"data-free": ["synflow", "params", "flops"], "jacov": ["jacov"], "nwot": ["nwot"], "snip": ["snip"],
          "grad_norm": ["grad_norm"]}
 
@@ -141,6 +147,20 @@ def test_nb201_scoring(benchmark, case, impl, device):
         benchmark.pedantic(lambda: (loop(names, setting, archs), synchronize(device)), rounds=1, iterations=1)
 
 
+def gemm_flops_per_s(device: str, size: int = 1024, repeats: int = 5) -> float:
+    """The dense float32 matrix-product rate of the device (FLOP/s, best of `repeats`): what no convolution beats."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    torch.mm(a, b)  # warm-up
+    return 2 * size ** 3 / seconds(lambda: torch.mm(a, b), device, repeats)
+
+
+def data_proxy_work(names: list[str], setting: Setting, archs: list[str]) -> float:
+    """FLOPs (2 x MACs) the data proxies `names` must compute on `archs` and the setting's batch."""
+    macs = sum(nb201.count_cost(nb201.parse_arch(arch), setting.C, setting.N, image_size=setting.side)[1]
+               for arch in archs)
+    return 2.0 * macs * setting.batch_size * max(SWEEPS[name] for name in names)
+
+
 # --- ratios and the all-cells time for bench/results --------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -159,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = {}
+    gemm = gemm_flops_per_s(args.device)
+    print(f"dense float32 GEMM: {gemm / 1e9:.1f} GFLOP/s", flush=True)
     size = {"C": 4, "N": 1, "side": 16, "batch_size": 8} if args.quick else {}
     for case, names in CASES.items():
         cells = 4 if args.quick else args.cells if case == "data-free" else args.data_cells
@@ -169,8 +191,13 @@ def main(argv: list[str] | None = None) -> None:
         slow = seconds(lambda: loop(names, setting, archs), args.device)
         rows[case] = {"proxies": names, "cells": setting.cells, "batch_images": len(setting.batch(names)[1]),
                       "batched_s": fast, "loop_s": slow, "speedup": slow / fast}
-        print(f"{case:>10}: {setting.cells} cells, loop {slow:.2f} s, batched {fast:.2f} s, {slow / fast:.1f}x",
-              flush=True)
+        if case in SWEEPS:
+            work = data_proxy_work(names, setting, archs)
+            rows[case].update(gflop=work / 1e9, batched_gflop_per_s=work / fast / 1e9,
+                              compute_bound_s=work / gemm, compute_bound_speedup=slow * gemm / work)
+        print(f"{case:>10}: {setting.cells} cells, loop {slow:.2f} s, batched {fast:.2f} s, {slow / fast:.1f}x"
+              + (f"; at the GEMM rate {rows[case]['compute_bound_s']:.2f} s, at most "
+                 f"{rows[case]['compute_bound_speedup']:.1f}x" if case in SWEEPS else ""), flush=True)
     per_cell = rows["data-free"]["batched_s"] / rows["data-free"]["cells"]
     # The loop costs the same per cell however many there are; a batched pass amortizes more when its
     # cells share more operations, as the whole space sorted by operations does.
@@ -191,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
               "setting": "--quick: C=4, N=1, 16x16, 8 images (plumbing only)" if args.quick else
                          "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
               "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
-              "archs_per_pass": args.archs_per_pass,
+              "archs_per_pass": args.archs_per_pass, "gemm_gflop_per_s": gemm / 1e9,
               "torch": torch.__version__, "rows": rows, "all_cells": all_cells}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -18,8 +18,9 @@ def keep_freed_memory() -> bool:
 
     Batched NB201 scoring frees and reallocates the same large buffers at every pass; by default glibc maps
     each afresh and returns it on free, and the kernel zeroes the pages again: `fastnas proxies --benchmark`
-    over all 15,625 cells (synflow, params, flops, 2 threads, 2-core AMD EPYC) took 399 s, 127 s of it in the
-    kernel, and 260 s with these thresholds; peak memory 1.37 vs 1.40 GB. Skipped where the user sets glibc's
+    over all 15,625 cells (synflow, params, flops, 2 threads, 2-core AMD EPYC) took 344 s, 170 s of it in the
+    kernel, and 233 s with these thresholds, 2 s in the kernel; peak memory 1.34 vs 1.26 GB
+    (bench/bench_nb201_cli.py, bench/results/nb201-cli-all-cells-cpu.json). Skipped where the user sets glibc's
     MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ or the C library is not glibc. True when applied.
     """
     if not sys.platform.startswith("linux") or any(
