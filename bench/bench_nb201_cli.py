@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from fastnas.cli.common import GLIBC_THRESHOLD_VARIABLES
 from fastnas.nasbench import BenchmarkTable, write_table
 from fastnas.search_spaces import nb201
 
@@ -46,7 +47,7 @@ def run(variant: str, table: Path, out: Path, threads: int) -> dict:
     command = ["proxies", "--benchmark", f"nb201:{table}", "--proxies", "synflow,params,flops", "--sample", "all",
                "--device", "cpu", "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+    for name in GLIBC_THRESHOLD_VARIABLES:
         env.pop(name, None)
     started = time.perf_counter()
     child = subprocess.run([sys.executable, "-c", CHILD, variant, *command], env=env, check=True,

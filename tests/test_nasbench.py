@@ -11,6 +11,7 @@ import platform
 import pickle
 import random
 import re
+import subprocess
 import sys
 import tracemalloc
 
@@ -121,11 +122,17 @@ def test_rank_blocks_are_contiguous_runs_of_the_space():
 
 
 def test_keep_freed_memory_respects_the_users_glibc_settings(monkeypatch):
-    from fastnas.cli.common import keep_freed_memory
+    # In a child process: the thresholds, once set, would hold for the rest of this test session.
+    def applied() -> bool:
+        code = "from fastnas.cli.common import keep_freed_memory; print(keep_freed_memory())"
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return child.stdout.strip() == "True"
+
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
-    assert keep_freed_memory() is False
+    assert applied() is False
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
-    assert keep_freed_memory() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert applied() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
 
 
 def test_benchmark_cost_by_hand():

@@ -11,6 +11,8 @@ import torch
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+# The environment variables by which a user sets those thresholds; keep_freed_memory leaves them alone.
+GLIBC_THRESHOLD_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def keep_freed_memory() -> bool:
@@ -23,8 +25,7 @@ def keep_freed_memory() -> bool:
     (bench/bench_nb201_cli.py, bench/results/nb201-cli-all-cells-cpu.json). Skipped where the user sets glibc's
     MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ or the C library is not glibc. True when applied.
     """
-    if not sys.platform.startswith("linux") or any(
-            name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+    if not sys.platform.startswith("linux") or any(name in os.environ for name in GLIBC_THRESHOLD_VARIABLES):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
