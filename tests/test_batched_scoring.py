@@ -43,10 +43,11 @@ def test_every_batched_proxy_is_registered_and_tolerated():
     assert set(BATCHED) == set(TOLERANCE) and set(DATA_FREE) < set(BATCHED)
 
 
+@pytest.mark.parametrize("archs_per_pass", [1, 4])  # 1: channels-last passes on a CPU
 @pytest.mark.parametrize("name", BATCHED)
-def test_batched_value_equals_the_one_network_value(setting, name):
+def test_batched_value_equals_the_one_network_value(setting, name, archs_per_pass):
     shared, batch, cells = setting
-    got = score_nb201([name], cells, shared, batch, archs_per_pass=4)[name]
+    got = score_nb201([name], cells, shared, batch, archs_per_pass=archs_per_pass)[name]
     want = torch.tensor([score(name, shared.network(arch), batch) for arch in cells], dtype=torch.float64)
     rtol, atol = TOLERANCE[name]
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol, equal_nan=True)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from ..search_spaces.nb201 import (EDGES, NB201_OPS, STAGES, Cell, NB201Network, cell_index, count_cost, edge_op,
                                     parse_arch)
+from ..nn.pooling import avg_pool_3x3
 from .baselines import jacov_of_jacobians
 from .inputs import NetworkOutputs
 from .registry import _check_batch, get_proxy, score_many
@@ -87,7 +88,6 @@ class SharedNB201(nn.Module):
         self.edge_ops = nn.ModuleList(
             nn.ModuleList(nn.ModuleList(nn.ModuleDict({op: edge_op(op, C * 2 ** stage) for op in CONV_OPS})
                                         for _ in range(EDGES)) for _ in range(N)) for stage in range(STAGES))
-        self.pool = edge_op("avg_pool_3x3", C)  # no weights: one module for every width
 
     def network(self, arch: str) -> NB201Network:
         """The NB201Network of `arch` holding this object's weights (what a batched pass computes for `arch`)."""
@@ -125,6 +125,26 @@ class _Group:
         self.relu_readers = [torch.tensor([sum(ops[a][e] in CONV_OPS for e, (source, _) in enumerate(EDGE_NODES)
                                                if source == node) for a in range(self.size)], device=device)
                              for node in range(3)]
+
+
+def _code_kernel(x: torch.Tensor) -> torch.Tensor:
+    """NWOT's kernel [B, B] float64 of states x [B, ...]: how many of the D units two images' ReLU codes agree on.
+
+    With c the 0/1 codes and s_i = c_i . c_i, it is 2 c c^T + D - s_i - s_j (c c^T + (1 - c)(1 - c)^T). On a
+    CPU c c^T is an int8 product accumulated in int32 (exact, half the time of float32's, D < 2^30); elsewhere a
+    float32 product, exact for D < 2^24, else float64. (torch._int_mm miscounts an inner size of 1: D >= 2 here.)
+    """
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        x = x.permute(0, 2, 3, 1)  # the units in memory order, so that flattening them is a view
+    codes, units = (x > 0).flatten(1), x[0].numel()
+    if x.device.type == "cpu" and 2 <= units < 2 ** 30:
+        products = codes.view(torch.int8)
+        products = torch._int_mm(products, products.t()).double()
+    else:
+        codes = codes.to(torch.float32 if units < NWOT_EXACT_UNITS else torch.float64)
+        products = (codes @ codes.t()).double()
+    sums = products.diagonal().clone()
+    return products.mul_(2).add_(units).sub_(sums[:, None]).sub_(sums[None, :])
 
 
 def _select(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -169,12 +189,20 @@ class _Pass:
         self.layers: list[tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self.kernel = None
         self.nwot = nwot
+        # fastnas's choice: a pass of one architecture (the data proxies' 64 images on a CPU) runs channels-last,
+        # where oneDNN's convolutions and BatchNorm need no layout conversions. Several architectures stay NCHW:
+        # their convolutions want them in the batch dimension, BatchNorm in the channel one, and only NCHW
+        # holds both as views.
+        self.channels_last = not synflow and group.size == 1 and shared.base.stem[0].weight.device.type == "cpu"
 
     # --- the pieces of a network, on [B, m, C, H, W] tensors of m architectures
     def conv(self, x: torch.Tensor, conv: nn.Conv2d, index: torch.Tensor | None = None) -> torch.Tensor:
         if self.synflow:
             x = torch.cat([x[:1], x[:1] + x[1:]])  # (v, u) -> (v, u + v): W maps them to (W v, W (u + v))
-        y = F.conv2d(x.flatten(0, 1), conv.weight.detach(), None, conv.stride, conv.padding, conv.dilation)
+        x4 = x.flatten(0, 1)
+        if self.channels_last:  # a no-op but at the stem: every later state is channels-last already
+            x4 = x4.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(x4, conv.weight.detach(), None, conv.stride, conv.padding, conv.dilation)
         y = y.unflatten(0, x.shape[:2])
         if self.record:
             self.layers.append((conv, x, y, index))
@@ -198,7 +226,8 @@ class _Pass:
         if self.synflow:
             return x
         m = x.shape[1]
-        weight, bias = (None if p is None else p.detach().repeat(m) for p in (bn.weight, bn.bias))
+        weight, bias = (None if p is None else p.detach().repeat(m) if m > 1 else p.detach()
+                        for p in (bn.weight, bn.bias))
         y = F.batch_norm(x.flatten(1, 2), None, None, weight, bias, training=True, eps=bn.eps)
         return y.view_as(x)
 
@@ -208,7 +237,7 @@ class _Pass:
             self._count_codes(x, readers)
         return x if self.synflow else F.relu(x)
 
-    def pool(self, x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+    def pool(self, x: torch.Tensor, pool) -> torch.Tensor:
         return pool(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
     def _count_codes(self, x: torch.Tensor, readers: torch.Tensor | None) -> None:
@@ -218,12 +247,7 @@ class _Pass:
         index = None if readers is None else torch.nonzero(readers).flatten()
         if index is not None and index.numel() == 0:
             return
-        x = _select(x, index)
-        units = x[0, 0].numel()
-        dtype = torch.float32 if units < NWOT_EXACT_UNITS else torch.float64
-        codes = (x > 0).flatten(2).transpose(0, 1).to(dtype)  # [m, B, D]
-        sums = codes.sum(2)
-        kernel = (2 * codes @ codes.transpose(1, 2) + units - sums[:, :, None] - sums[:, None, :]).double()
+        kernel = torch.stack([_code_kernel(x[:, a]) for a in (range(size) if index is None else index.tolist())])
         if index is None:
             self.kernel += kernel
         else:
@@ -249,8 +273,8 @@ class _Pass:
                             relus[source] = self.relu(states[source], self.group.relu_readers[source])
                         module = edge_ops[e][op]
                         part = self.bn(self.conv(_select(relus[source], index), module[1], index), module[2])
-                    elif op == "avg_pool_3x3":
-                        part = self.pool(_select(states[source], index), self.shared.pool)
+                    elif op == "avg_pool_3x3":  # the edge's AvgPool2d(3, 1, 1, count_include_pad=False)
+                        part = self.pool(_select(states[source], index), avg_pool_3x3)
                     else:  # skip_connect
                         part = _select(states[source], index)
                     total.add(part, index)

@@ -1,0 +1,53 @@
+"""fastnas.nn.pooling.avg_pool_3x3 equals nn.AvgPool2d(3, 1, 1, count_include_pad=False)."""
+
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastnas.nn.pooling import avg_pool_3x3
+from fastnas.proxies.batched import _code_kernel
+
+REFERENCE = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(0, 3), channels=st.integers(1, 5), height=st.integers(1, 9), width=st.integers(1, 9),
+       layout=st.sampled_from(["contiguous", "channels_last", "strided"]), seed=st.integers(0, 2 ** 16))
+def test_avg_pool_3x3_equals_the_module(batch, channels, height, width, layout, seed):
+    x = torch.randn(batch, channels, height, width * (2 if layout == "strided" else 1), dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(seed))
+    if layout == "strided":
+        x = x[..., ::2]
+    elif layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(avg_pool_3x3(x), REFERENCE(x), rtol=1e-14, atol=1e-15)
+
+
+def test_avg_pool_3x3_gradient_and_float32():
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(avg_pool_3x3, (x,))
+    x32 = torch.randn(64, 16, 32, 32)
+    torch.testing.assert_close(avg_pool_3x3(x32), REFERENCE(x32), rtol=1e-5, atol=1e-6)
+    assert avg_pool_3x3(x32.to(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_avg_pool_3x3_bad_input():
+    with pytest.raises(ValueError, match=r"x: expected a tensor \[..., H, W\] with H, W >= 1, got shape \(2, 0\)"):
+        avg_pool_3x3(torch.zeros(2, 0))
+    with pytest.raises(ValueError, match="x: expected a floating-point tensor, got torch.int64"):
+        avg_pool_3x3(torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (5, 2), (6, 3, 4, 4), (64, 16, 8, 8)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_code_kernel_counts_agreeing_codes(shape, layout):
+    x = torch.randn(shape)
+    if layout == "channels_last":
+        if x.dim() != 4:
+            pytest.skip("channels-last needs 4 dimensions")
+        x = x.contiguous(memory_format=torch.channels_last)
+    codes = (x > 0).flatten(1).double()
+    want = codes @ codes.T + (1 - codes) @ (1 - codes).T  # NWOT's kernel as the reference writes it
+    torch.testing.assert_close(_code_kernel(x), want, rtol=0, atol=0)
