@@ -155,19 +155,20 @@ def dense_flops_per_s(device: str, setting: Setting, repeats: int = 10) -> tuple
     the setting's batch, channels-last): on a shared 2-core VM neither is steady, and oneDNN's convolutions have
     run faster than its 1024-square product, so the best of them all is the rate no batching is expected to beat.
     """
+    def rate(flop: float, run) -> float:
+        run()  # warm-up
+        return flop / seconds(run, device, repeats)
+
     rates = {}
     for size in (512, 1024, 2048):
         a, b = (torch.randn(size, size, device=device) for _ in range(2))
-        torch.mm(a, b)  # warm-up
-        rates[f"mm {size}"] = 2 * size ** 3 / seconds(lambda: torch.mm(a, b), device, repeats)
+        rates[f"mm {size}"] = rate(2 * size ** 3, lambda: torch.mm(a, b))
     for stage in range(nb201.STAGES):
         width, side = setting.C * 2 ** stage, setting.side // 2 ** stage
         x = torch.randn(setting.batch_size, width, side, side, device=device).to(memory_format=torch.channels_last)
         w = torch.randn(width, width, 3, 3, device=device).to(memory_format=torch.channels_last)
-        torch.nn.functional.conv2d(x, w, padding=1)
-        rates[f"conv3x3 {width}x{side}x{side}"] = (2 * setting.batch_size * width * width * 9 * side * side
-                                                   / seconds(lambda: torch.nn.functional.conv2d(x, w, padding=1),
-                                                             device, repeats))
+        rates[f"conv3x3 {width}x{side}x{side}"] = rate(2 * setting.batch_size * width * width * 9 * side * side,
+                                                       lambda: torch.nn.functional.conv2d(x, w, padding=1))
     source = max(rates, key=rates.get)
     return rates[source], source
 

@@ -7,7 +7,7 @@ import torch
 
 from fastnas.nn.cost import count_flops, count_params
 from fastnas.proxies import score, score_many
-from fastnas.proxies.batched import BATCHED, DATA_FREE, SharedNB201, score_nb201
+from fastnas.proxies.batched import BATCHED, DATA_FREE, SharedNB201, _code_kernel, score_nb201
 from fastnas.search_spaces import nb201
 
 # Cells that exercise the edge cases: no path to the output, zero nodes read by convolutions, only skips,
@@ -160,3 +160,14 @@ def test_cell_index_is_the_position_in_the_space_order():
     assert [nb201.cell_index(nb201.parse_arch(arch)) for arch in space] == list(range(len(space)))
 
 
+@pytest.mark.parametrize("shape", [(5, 1), (5, 2), (6, 3, 4, 4), (64, 16, 8, 8)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_code_kernel_counts_agreeing_codes(shape, layout):
+    x = torch.randn(shape)
+    if layout == "channels_last":
+        if x.dim() != 4:
+            pytest.skip("channels-last needs 4 dimensions")
+        x = x.contiguous(memory_format=torch.channels_last)
+    codes = (x > 0).flatten(1).double()
+    want = codes @ codes.T + (1 - codes) @ (1 - codes).T  # NWOT's kernel as the reference writes it
+    torch.testing.assert_close(_code_kernel(x), want, rtol=0, atol=0)

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastnas.nn.pooling import avg_pool_3x3
-from fastnas.proxies.batched import _code_kernel
 
 REFERENCE = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
 
@@ -38,16 +37,3 @@ def test_avg_pool_3x3_bad_input():
         avg_pool_3x3(torch.zeros(2, 0))
     with pytest.raises(ValueError, match="x: expected a floating-point tensor, got torch.int64"):
         avg_pool_3x3(torch.zeros(2, 2, dtype=torch.long))
-
-
-@pytest.mark.parametrize("shape", [(5, 1), (5, 2), (6, 3, 4, 4), (64, 16, 8, 8)])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_code_kernel_counts_agreeing_codes(shape, layout):
-    x = torch.randn(shape)
-    if layout == "channels_last":
-        if x.dim() != 4:
-            pytest.skip("channels-last needs 4 dimensions")
-        x = x.contiguous(memory_format=torch.channels_last)
-    codes = (x > 0).flatten(1).double()
-    want = codes @ codes.T + (1 - codes) @ (1 - codes).T  # NWOT's kernel as the reference writes it
-    torch.testing.assert_close(_code_kernel(x), want, rtol=0, atol=0)

@@ -35,7 +35,7 @@ of the same images, so they read the same activations.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -226,8 +226,8 @@ class _Pass:
         if self.synflow:
             return x
         m = x.shape[1]
-        weight, bias = (None if p is None else p.detach().repeat(m) if m > 1 else p.detach()
-                        for p in (bn.weight, bn.bias))
+        # [m * C]: each architecture's copy; a view, not a copy, for one architecture
+        weight, bias = (None if p is None else p.detach().expand(m, -1).reshape(-1) for p in (bn.weight, bn.bias))
         y = F.batch_norm(x.flatten(1, 2), None, None, weight, bias, training=True, eps=bn.eps)
         return y.view_as(x)
 
@@ -237,7 +237,7 @@ class _Pass:
             self._count_codes(x, readers)
         return x if self.synflow else F.relu(x)
 
-    def pool(self, x: torch.Tensor, pool) -> torch.Tensor:
+    def pool(self, x: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         return pool(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
     def _count_codes(self, x: torch.Tensor, readers: torch.Tensor | None) -> None:
