@@ -163,7 +163,12 @@ class _NodeSum:
 
     def add(self, part: torch.Tensor, index: torch.Tensor | None) -> None:
         if index is None:
-            self.total, self.owned = (part, False) if self.total is None else (self.total + part, True)
+            if self.total is None:
+                self.total = part
+            elif self.owned:
+                self.total.add_(part)
+            else:
+                self.total, self.owned = self.total + part, True
             return
         if self.total is None:
             self.total, self.owned = torch.zeros_like(self.like), True
