@@ -21,7 +21,8 @@ depend on them), 10 classes.
 so `python -m fastnas.benchmarks RESULTS.json` prints loop / batched); with --benchmark-disable (CI) each runs once
 on a tiny setting and the batched scores are checked against the loop's on the shared weights.
 `python bench/bench_nb201_scoring.py [--device cuda] [--all-cells]` measures the ratios and the all-cells time and
-writes bench/results/nb201-scoring-<host>.json.
+writes bench/results/nb201-scoring-<host>.json. On the CPU both paths run with glibc's mmap and trim thresholds
+raised, as `fastnas proxies --benchmark` runs (fastnas.cli.common.keep_freed_memory; --glibc-defaults: not).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import json
 import platform
 import random
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastnas.cli.common import keep_freed_memory
 from fastnas.proxies import score_many
 from fastnas.proxies.batched import SharedNB201, score_nb201
 from fastnas.search_spaces import nb201
@@ -193,10 +196,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="plumbing only: 4 cells at C=4, N=1, 16x16, 8 images (the ratios mean nothing)")
     parser.add_argument("--all-cells", action="store_true",
                         help="also time synflow + params + flops of all 15,625 cells batched (else an estimate)")
+    parser.add_argument("--runs", type=int, default=1, help="measurements of each case, the two paths "
+                        "alternating (the row: medians, and every run's ratio)")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="leave glibc's mmap and trim thresholds alone (default: raise them, as `fastnas "
+                        "proxies --benchmark` does on the CPU, for the loop and the batched path alike)")
     parser.add_argument("--out", default=str(RESULTS / f"nb201-scoring-{platform.node() or 'host'}.json"))
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs: expected a positive number of measurements, got {args.runs}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = not args.glibc_defaults and args.device == "cpu" and keep_freed_memory()
     rows = {}
     size = {"C": 4, "N": 1, "side": 16, "batch_size": 8} if args.quick else {}
     peak, peak_source = dense_flops_per_s(args.device, Setting(cells=0, device=args.device, **size))
@@ -206,15 +217,23 @@ def main(argv: list[str] | None = None) -> None:
         setting = Setting(cells=cells, device=args.device, archs_per_pass=args.archs_per_pass, **size)
         archs = setting.archs()
         batched(names, setting, archs[:2])  # warm-up: first-call allocations
-        fast = seconds(lambda: batched(names, setting, archs), args.device, repeats=2)
-        slow = seconds(lambda: loop(names, setting, archs), args.device)
+        # runs alternate the two paths, so that a slow spell of the machine falls on both; the row gives their
+        # medians and each run's ratio
+        fasts, slows = [], []
+        for _ in range(args.runs):
+            fasts.append(seconds(lambda: batched(names, setting, archs), args.device, repeats=2))
+            slows.append(seconds(lambda: loop(names, setting, archs), args.device))
+        fast, slow = statistics.median(fasts), statistics.median(slows)
+        ratios = sorted(s / f for s, f in zip(slows, fasts))
         rows[case] = {"proxies": names, "cells": setting.cells, "batch_images": len(setting.batch(names)[1]),
-                      "batched_s": fast, "loop_s": slow, "speedup": slow / fast}
+                      "batched_s": fast, "loop_s": slow, "speedup": slow / fast, "batched_s_runs": fasts,
+                      "loop_s_runs": slows, "speedup_runs": ratios}
         if case in SWEEPS:
             work = data_proxy_work(names, setting, archs)
             rows[case].update(gflop=work / 1e9, batched_gflop_per_s=work / fast / 1e9,
                               compute_bound_s=work / peak, compute_bound_speedup=slow * peak / work)
         print(f"{case:>10}: {setting.cells} cells, loop {slow:.2f} s, batched {fast:.2f} s, {slow / fast:.1f}x"
+              + (f" (runs {ratios[0]:.1f}x to {ratios[-1]:.1f}x)" if args.runs > 1 else "")
               + (f"; at the fastest rate {rows[case]['compute_bound_s']:.2f} s, at most "
                  f"{rows[case]['compute_bound_speedup']:.1f}x" if case in SWEEPS else ""), flush=True)
     per_cell = rows["data-free"]["batched_s"] / rows["data-free"]["cells"]
@@ -233,11 +252,12 @@ def main(argv: list[str] | None = None) -> None:
           + f" (the loop: estimated {loop_all:.0f} s)")
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
     result = {"what": "loop = per cell: seed, build NB201Network, score_many; batched = score_nb201 on one "
-                      "SharedNB201 (built inside the timing). Loop timed once, batched best of 2 after a warm-up.",
+                      "SharedNB201 (built inside the timing). Per run: loop timed once, batched best of 2 after a "
+                      "warm-up; runs alternate the paths.",
               "setting": "--quick: C=4, N=1, 16x16, 8 images (plumbing only)" if args.quick else
                          "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
               "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
-              "archs_per_pass": args.archs_per_pass, "peak_gflop_per_s": peak / 1e9, "peak_from": peak_source,
+              "archs_per_pass": args.archs_per_pass, "runs": args.runs, "keep_freed_memory": kept, "peak_gflop_per_s": peak / 1e9, "peak_from": peak_source,
               "torch": torch.__version__, "rows": rows, "all_cells": all_cells}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -5,9 +5,10 @@ import random
 import pytest
 import torch
 
+from conftest import DEVICES
 from fastnas.nn.cost import count_flops, count_params
 from fastnas.proxies import score, score_many
-from fastnas.proxies.batched import BATCHED, DATA_FREE, SharedNB201, _code_kernel, score_nb201
+from fastnas.proxies.batched import BATCHED, DATA_FREE, SharedNB201, _CodeAgreements, score_nb201
 from fastnas.search_spaces import nb201
 
 # Cells that exercise the edge cases: no path to the output, zero nodes read by convolutions, only skips,
@@ -162,12 +163,30 @@ def test_cell_index_is_the_position_in_the_space_order():
 
 @pytest.mark.parametrize("shape", [(5, 1), (5, 2), (6, 3, 4, 4), (64, 16, 8, 8)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_code_kernel_counts_agreeing_codes(shape, layout):
-    x = torch.randn(shape)
+@pytest.mark.parametrize("device", DEVICES)
+def test_code_agreements_count_agreeing_codes(shape, layout, device):
+    """Two architectures' kernels from three ReLU outputs each (counted 1, 2 and 0 times), exact."""
+    states = [torch.randn(2, *shape, device=device).relu_() for _ in range(3)]
+    states[1][0].zero_()  # a zero state: every code 0
     if layout == "channels_last":
-        if x.dim() != 4:
+        if len(shape) != 4:
             pytest.skip("channels-last needs 4 dimensions")
-        x = x.contiguous(memory_format=torch.channels_last)
-    codes = (x > 0).flatten(1).double()
-    want = codes @ codes.T + (1 - codes) @ (1 - codes).T  # NWOT's kernel as the reference writes it
-    torch.testing.assert_close(_code_kernel(x), want, rtol=0, atol=0)
+        states = [x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (2, shape[0]))
+                  for x in states]
+    codes = _CodeAgreements(2, shape[0], torch.device(device))
+    want = torch.zeros(2, shape[0], shape[0], dtype=torch.float64, device=device)
+    for x, count in zip(states, (1, 2, 0)):
+        for a in range(2):
+            if count:
+                codes.add(x[a], a, count)
+            c = (x[a] > 0).flatten(1).double()
+            want[a] += count * (c @ c.T + (1 - c) @ (1 - c).T)  # NWOT's kernel as the reference writes it
+    torch.testing.assert_close(codes.kernels(), want, rtol=0, atol=0)
+
+
+def test_non_finite_images_are_refused():
+    shared = SharedNB201(4, 1)
+    images = torch.randn(3, 3, 8, 8)
+    images[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="batch: images must be finite"):
+        score_nb201(["nwot"], [nb201.all_archs()[5]], shared, (images, torch.zeros(3, dtype=torch.long)))

@@ -27,9 +27,20 @@ def test_avg_pool_3x3_equals_the_module(batch, channels, height, width, layout, 
 def test_avg_pool_3x3_gradient_and_float32():
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(avg_pool_3x3, (x,))
+    assert torch.autograd.gradgradcheck(avg_pool_3x3, (x,))  # grasp's Hessian-vector products go through it
     x32 = torch.randn(64, 16, 32, 32)
     torch.testing.assert_close(avg_pool_3x3(x32), REFERENCE(x32), rtol=1e-5, atol=1e-6)
     assert avg_pool_3x3(x32.to(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (1, 2, 1, 1), (3, 1, 1, 6), (0, 2, 3, 3)])
+def test_avg_pool_3x3_backward_equals_the_modules(shape):
+    """The hand-written backward (the box sum of the scaled gradient) against autograd through nn.AvgPool2d."""
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(shape, dtype=torch.float64)
+    (got,) = torch.autograd.grad(avg_pool_3x3(x), x, grad)
+    (want,) = torch.autograd.grad(REFERENCE(x), x, grad)
+    torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-15)
 
 
 def test_avg_pool_3x3_bad_input():

@@ -23,7 +23,8 @@ How each proxy is batched:
 * ``jacov``: the gradient of sum(logits) with respect to each architecture's copy of the images.
 * ``nwot``: the ReLU codes of each state. A state read by k ReLUs (k convolution edges leave its node) counts
   k times, as the k ReLU modules of the one-network version do; the kernel is 2 c c^T + D - s_i - s_j (the
-  same count as c c^T + (1 - c)(1 - c)^T; s the rows' sums, D the units), in float32, exact for D < 2^24.
+  same count as c c^T + (1 - c)(1 - c)^T; s the rows' sums, D the units), its products summed exactly over the
+  states (`_CodeAgreements`) and the kernel formed once.
 * Any other proxy (grasp's Hessian-vector product, the teacher-based diswot and Auto-DAS programs, proxies a
   user registers) is not batched: each architecture's network is built with the shared weights and scored by
   the registry (`score_many`).
@@ -122,29 +123,48 @@ class _Group:
                     by_op[op] = None if len(chosen) == self.size else torch.tensor(chosen, device=device)
             self.members.append(by_op)
         # relu_readers[i][a]: the ReLU modules reading node i of architecture a (its convolution out-edges)
-        self.relu_readers = [torch.tensor([sum(ops[a][e] in CONV_OPS for e, (source, _) in enumerate(EDGE_NODES)
-                                               if source == node) for a in range(self.size)], device=device)
-                             for node in range(3)]
+        self.relu_readers = [[sum(ops[a][e] in CONV_OPS for e, (source, _) in enumerate(EDGE_NODES) if source == node)
+                              for a in range(self.size)] for node in range(3)]
 
 
-def _code_kernel(x: torch.Tensor) -> torch.Tensor:
-    """NWOT's kernel [B, B] float64 of states x [B, ...]: how many of the D units two images' ReLU codes agree on.
+class _CodeAgreements:
+    """NWOT's kernels [A, B, B] of a pass's A architectures, accumulated state by state.
 
-    With c the 0/1 codes and s_i = c_i . c_i, it is 2 c c^T + D - s_i - s_j (c c^T + (1 - c)(1 - c)^T). On a
-    CPU c c^T is an int8 product accumulated in int32 (exact, half the time of float32's, D < 2^30); elsewhere a
-    float32 product, exact for D < 2^24, else float64. (torch._int_mm miscounts an inner size of 1: D >= 2 here.)
+    A state read by k ReLUs adds k (2 c c^T + D - s_i - s_j) to its architecture's kernel: c its 0/1 codes
+    [B, D], s_i = c_i . c_i (the same count as c c^T + (1 - c)(1 - c)^T). The products c c^T are summed exactly,
+    and the kernel is formed once at the end: on a CPU each is an int8 product accumulated in int32
+    (torch._int_mm, exact for D < 2^31, half the time of float32's), summed in int64; elsewhere a float32
+    product (exact for D < 2^24, else float64) summed in float64.
     """
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        x = x.permute(0, 2, 3, 1)  # the units in memory order, so that flattening them is a view
-    codes, units = (x > 0).flatten(1), x[0].numel()
-    if x.device.type == "cpu" and 2 <= units < 2 ** 30:
-        products = codes.view(torch.int8)
-        products = torch._int_mm(products, products.t()).double()
-    else:
-        codes = codes.to(torch.float32 if units < NWOT_EXACT_UNITS else torch.float64)
-        products = (codes @ codes.t()).double()
-    sums = products.diagonal().clone()
-    return products.mul_(2).add_(units).sub_(sums[:, None]).sub_(sums[None, :])
+
+    def __init__(self, size: int, batch: int, device: torch.device):
+        self.int8 = device.type == "cpu"
+        self.products = torch.zeros(size, batch, batch, dtype=torch.int64 if self.int8 else torch.float64,
+                                    device=device)
+        self.units = [0] * size
+
+    def add(self, active: torch.Tensor, architecture: int, count: int) -> None:
+        """Count `count` times the codes of a ReLU's output `active` [B, ...] (nonzero = code 1)."""
+        if active.dim() == 4 and active.is_contiguous(memory_format=torch.channels_last):
+            active = active.permute(0, 2, 3, 1)  # the units in memory order, so that flattening them is a view
+        # relu(x) != 0 is x > 0 (for every x but NaN, which score_nb201 keeps out), and a cast is several times
+        # faster than a comparison on a CPU
+        codes, units = active.bool().flatten(1), active[0].numel()
+        if self.int8 and 2 <= units < 2 ** 31:  # torch._int_mm miscounts an inner size of 1
+            codes = codes.view(torch.int8)
+            products = torch._int_mm(codes, codes.t())
+        else:
+            codes = codes.to(torch.float32 if units < NWOT_EXACT_UNITS else torch.float64)
+            products = (codes @ codes.t()).to(self.products.dtype)  # exact integers either way
+        self.products[architecture].add_(products, alpha=count)
+        self.units[architecture] += count * units
+
+    def kernels(self) -> torch.Tensor:
+        """[A, B, B] float64: on how many units (each counted once per ReLU reading it) two images agree."""
+        products = self.products.double()
+        sums = products.diagonal(dim1=1, dim2=2)
+        units = torch.tensor(self.units, dtype=torch.float64, device=products.device)[:, None, None]
+        return 2 * products + units - sums[:, :, None] - sums[:, None, :]
 
 
 def _select(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -185,15 +205,15 @@ class _Pass:
 
     synflow: float64 (value, tangent) pairs in the batch dimension (B = 2), |weights|, no BatchNorm, no ReLU.
     Otherwise train mode: `record` keeps (module, input, output, index) of every Conv2d / Linear call, `nwot`
-    accumulates the NWOT kernel [A, B, B] (float64).
+    accumulates the NWOT kernels (`self.codes`).
     """
 
     def __init__(self, shared: SharedNB201, group: _Group, synflow: bool = False, record: bool = False,
                  nwot: bool = False):
         self.shared, self.group, self.synflow, self.record = shared, group, synflow, record
         self.layers: list[tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-        self.kernel = None
         self.nwot = nwot
+        self.codes: _CodeAgreements | None = None
         # fastnas's choice: a pass of one architecture (the data proxies' 64 images on a CPU) runs channels-last,
         # where oneDNN's convolutions and BatchNorm need no layout conversions. Several architectures stay NCHW:
         # their convolutions want them in the batch dimension, BatchNorm in the channel one, and only NCHW
@@ -236,27 +256,22 @@ class _Pass:
         y = F.batch_norm(x.flatten(1, 2), None, None, weight, bias, training=True, eps=bn.eps)
         return y.view_as(x)
 
-    def relu(self, x: torch.Tensor, readers: torch.Tensor | None = None) -> torch.Tensor:
+    def relu(self, x: torch.Tensor, readers: list[int] | None = None) -> torch.Tensor:
         """relu(x) of every architecture; NWOT counts x's codes `readers[a]` times (None: once each)."""
+        if self.synflow:
+            return x
+        y = F.relu(x)
         if self.nwot:
-            self._count_codes(x, readers)
-        return x if self.synflow else F.relu(x)
+            if self.codes is None:
+                self.codes = _CodeAgreements(y.shape[1], y.shape[0], y.device)
+            for a in range(y.shape[1]):
+                count = 1 if readers is None else readers[a]
+                if count:
+                    self.codes.add(y[:, a], a, count)
+        return y
 
     def pool(self, x: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         return pool(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-
-    def _count_codes(self, x: torch.Tensor, readers: torch.Tensor | None) -> None:
-        batch, size = x.shape[:2]
-        if self.kernel is None:
-            self.kernel = torch.zeros(size, batch, batch, dtype=torch.float64, device=x.device)
-        index = None if readers is None else torch.nonzero(readers).flatten()
-        if index is not None and index.numel() == 0:
-            return
-        kernel = torch.stack([_code_kernel(x[:, a]) for a in (range(size) if index is None else index.tolist())])
-        if index is None:
-            self.kernel += kernel
-        else:
-            self.kernel.index_add_(0, index, kernel * readers[index, None, None])
 
     # --- the network
     def reduction(self, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
@@ -364,7 +379,7 @@ def _data_scores(names: Sequence[str], shared: SharedNB201, group: _Group, image
             jacobians = torch.zeros_like(x)
         scores["jacov"] = torch.stack([jacov_of_jacobians(jacobians[:, a]).to(images.device) for a in range(size)])
     if run.nwot:
-        scores["nwot"] = torch.linalg.slogdet(run.kernel).logabsdet
+        scores["nwot"] = torch.linalg.slogdet(run.codes.kernels()).logabsdet
     return scores
 
 
@@ -408,6 +423,8 @@ def score_nb201(names: Sequence[str], archs: Sequence[str], shared: SharedNB201,
         if images.shape[1] != shared.in_channels or images.shape[2] != images.shape[3]:
             raise ValueError(f"batch: expected square images with {shared.in_channels} channels, got "
                              f"{tuple(images.shape)}")
+        if not torch.isfinite(images).all():  # a NaN pixel has no ReLU code (nwot reads codes off relu(x) != 0)
+            raise ValueError("batch: images must be finite; got NaN or infinite pixels")
         if image_size is not None and image_size != images.shape[-1]:
             raise ValueError(f"image_size: {image_size} differs from the batch's images ({images.shape[-1]})")
         if int(labels.max()) >= shared.num_classes or int(labels.min()) < 0:
