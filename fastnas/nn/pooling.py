@@ -9,14 +9,17 @@ to rounding (a few ulps), not bit for bit.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 
-def _window_sizes(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-    """1 / (the number of in-image positions in each 3x3 window) [H, W], in `like`'s dtype and device."""
-    rows = torch.full((height,), 3.0, dtype=like.dtype, device=like.device)
-    cols = torch.full((width,), 3.0, dtype=like.dtype, device=like.device)
+@functools.lru_cache(maxsize=64)  # a network pools at a few sides; rebuilding it is six small ops a call
+def _window_sizes(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """1 / (the number of in-image positions in each 3x3 window) [H, W]; shared, never written to."""
+    rows = torch.full((height,), 3.0, dtype=dtype, device=device)
+    cols = torch.full((width,), 3.0, dtype=dtype, device=device)
     rows[0] -= 1
     rows[-1] -= 1  # height 1: 3 - 2 = 1, the one row
     cols[0] -= 1
@@ -30,17 +33,13 @@ class _BoxSum3x3(torch.autograd.Function):
     per slice, most of a batched jacov pass's pooling time."""
 
     @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # (ctx, x), not setup_context: apply binds no signature
         padded = F.pad(x, (1, 1, 1, 1))
         rows = padded[..., :-2, :] + padded[..., 1:-1, :]
         rows += padded[..., 2:, :]
         total = rows[..., :-2] + rows[..., 1:-1]
         total += rows[..., 2:]
         return total
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -53,4 +52,4 @@ def avg_pool_3x3(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x: expected a tensor [..., H, W] with H, W >= 1, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"x: expected a floating-point tensor, got {x.dtype}")
-    return _BoxSum3x3.apply(x).mul_(_window_sizes(x.shape[-2], x.shape[-1], x))
+    return _BoxSum3x3.apply(x).mul_(_window_sizes(x.shape[-2], x.shape[-1], x.dtype, x.device))
