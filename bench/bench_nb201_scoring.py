@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
               "setting": "--quick: C=4, N=1, 16x16, 8 images (plumbing only)" if args.quick else
                          "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
               "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
-              "archs_per_pass": args.archs_per_pass, "runs": args.runs, "keep_freed_memory": kept, "peak_gflop_per_s": peak / 1e9, "peak_from": peak_source,
+              "archs_per_pass": args.archs_per_pass, "runs": args.runs, "keep_freed_memory": kept,
+              "peak_gflop_per_s": peak / 1e9, "peak_from": peak_source,
               "torch": torch.__version__, "rows": rows, "all_cells": all_cells}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -27,7 +27,7 @@ def test_avg_pool_3x3_equals_the_module(batch, channels, height, width, layout, 
 def test_avg_pool_3x3_gradient_and_float32():
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(avg_pool_3x3, (x,))
-    assert torch.autograd.gradgradcheck(avg_pool_3x3, (x,))  # grasp's Hessian-vector products go through it
+    assert torch.autograd.gradgradcheck(avg_pool_3x3, (x,))  # the hand-written backward is differentiable too
     x32 = torch.randn(64, 16, 32, 32)
     torch.testing.assert_close(avg_pool_3x3(x32), REFERENCE(x32), rtol=1e-5, atol=1e-6)
     assert avg_pool_3x3(x32.to(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)

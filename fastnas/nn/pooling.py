@@ -43,7 +43,7 @@ class _BoxSum3x3(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return _BoxSum3x3.apply(grad)  # differentiable: double backward (grasp) goes through it again
+        return _BoxSum3x3.apply(grad)  # itself differentiable, so second derivatives go through it too
 
 
 def avg_pool_3x3(x: torch.Tensor) -> torch.Tensor:
