@@ -21,7 +21,8 @@ depend on them), 10 classes.
 so `python -m fastnas.benchmarks RESULTS.json` prints loop / batched); with --benchmark-disable (CI) each runs once
 on a tiny setting and the batched scores are checked against the loop's on the shared weights.
 `python bench/bench_nb201_scoring.py [--device cuda] [--all-cells]` measures the ratios and the all-cells time and
-writes bench/results/nb201-scoring-<host>.json. On the CPU both paths run with glibc's mmap and trim thresholds
+writes bench/results/nb201-scoring-<host>.json, after every case (``"complete": false`` until the end, so a run cut
+short by a time cap keeps what it measured). On the CPU both paths run with glibc's mmap and trim thresholds
 raised, as `fastnas proxies --benchmark` runs (fastnas.cli.common.keep_freed_memory; --glibc-defaults: not).
 """
 
@@ -151,6 +152,24 @@ def test_nb201_scoring(benchmark, case, impl, device):
         benchmark.pedantic(lambda: (loop(names, setting, archs), synchronize(device)), rounds=1, iterations=1)
 
 
+def test_a_run_cut_short_keeps_what_it_measured(tmp_path, monkeypatch):
+    whole_loop = loop
+
+    def loop_cut_at_jacov(names, setting, archs):
+        if names == CASES["jacov"]:
+            raise TimeoutError("the cap")
+        return whole_loop(names, setting, archs)
+
+    monkeypatch.setitem(globals(), "loop", loop_cut_at_jacov)
+    out = tmp_path / "nb201-scoring.json"
+    with pytest.raises(TimeoutError):
+        main(["--quick", "--glibc-defaults", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and list(saved["rows"]) == ["data-free"]
+    assert saved["rows"]["data-free"]["loop_s"] > 0 and "all_cells" not in saved
+    assert [path.name for path in tmp_path.iterdir()] == [out.name]  # no partial file left
+
+
 def dense_flops_per_s(device: str, setting: Setting, repeats: int = 10) -> tuple[float, str]:
     """The fastest float32 arithmetic measured on the device (FLOP/s, best of `repeats` each), and where.
 
@@ -212,6 +231,16 @@ def main(argv: list[str] | None = None) -> None:
     size = {"C": 4, "N": 1, "side": 16, "batch_size": 8} if args.quick else {}
     peak, peak_source = dense_flops_per_s(args.device, Setting(cells=0, device=args.device, **size))
     print(f"fastest float32 arithmetic measured: {peak / 1e9:.1f} GFLOP/s ({peak_source})", flush=True)
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
+    result = {"what": "loop = per cell: seed, build NB201Network, score_many; batched = score_nb201 on one "
+                      "SharedNB201 (built inside the timing). Per run: loop timed once, batched best of 2 after a "
+                      "warm-up; runs alternate the paths.",
+              "setting": "--quick: C=4, N=1, 16x16, 8 images (plumbing only)" if args.quick else
+                         "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
+              "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
+              "archs_per_pass": args.archs_per_pass, "runs": args.runs, "keep_freed_memory": kept,
+              "peak_gflop_per_s": peak / 1e9, "peak_from": peak_source,
+              "torch": torch.__version__, "complete": False, "rows": rows}
     for case, names in CASES.items():
         cells = 4 if args.quick else args.cells if case == "data-free" else args.data_cells
         setting = Setting(cells=cells, device=args.device, archs_per_pass=args.archs_per_pass, **size)
@@ -236,13 +265,16 @@ def main(argv: list[str] | None = None) -> None:
               + (f" (runs {ratios[0]:.1f}x to {ratios[-1]:.1f}x)" if args.runs > 1 else "")
               + (f"; at the fastest rate {rows[case]['compute_bound_s']:.2f} s, at most "
                  f"{rows[case]['compute_bound_speedup']:.1f}x" if case in SWEEPS else ""), flush=True)
+        write_json(args.out, result)  # what is measured so far survives a run cut short (a time cap)
     per_cell = rows["data-free"]["batched_s"] / rows["data-free"]["cells"]
     # The loop costs the same per cell however many there are; a batched pass amortizes more when its
     # cells share more operations, as the whole space sorted by operations does.
     loop_all = rows["data-free"]["loop_s"] / rows["data-free"]["cells"] * 15625
-    all_cells = {"estimate_s": per_cell * 15625, "loop_estimate_s": loop_all,
-                 "estimate_from": f"{rows['data-free']['cells']} cells x 15625 / {rows['data-free']['cells']}"}
+    all_cells = result["all_cells"] = {
+        "estimate_s": per_cell * 15625, "loop_estimate_s": loop_all,
+        "estimate_from": f"{rows['data-free']['cells']} cells x 15625 / {rows['data-free']['cells']}"}
     if args.all_cells:
+        write_json(args.out, result)
         setting = Setting(cells=15625, device=args.device, archs_per_pass=args.archs_per_pass, **size)
         all_cells["measured_s"] = seconds(lambda: batched(CASES["data-free"], setting, nb201.all_archs()),
                                           args.device)
@@ -250,20 +282,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"all 15,625 cells with synflow + params + flops: estimated {all_cells['estimate_s']:.0f} s"
           + (f", measured {all_cells['measured_s']:.0f} s" if "measured_s" in all_cells else "")
           + f" (the loop: estimated {loop_all:.0f} s)")
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
-    result = {"what": "loop = per cell: seed, build NB201Network, score_many; batched = score_nb201 on one "
-                      "SharedNB201 (built inside the timing). Per run: loop timed once, batched best of 2 after a "
-                      "warm-up; runs alternate the paths.",
-              "setting": "--quick: C=4, N=1, 16x16, 8 images (plumbing only)" if args.quick else
-                         "C=16, N=5, 32x32 random images, 10 classes; data proxies on 64 images",
-              "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
-              "archs_per_pass": args.archs_per_pass, "runs": args.runs, "keep_freed_memory": kept,
-              "peak_gflop_per_s": peak / 1e9, "peak_from": peak_source,
-              "torch": torch.__version__, "rows": rows, "all_cells": all_cells}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    result["complete"] = True
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
+
+def write_json(path: str, result: dict) -> None:
+    """Replace `path` by `result` atomically: a run killed while writing leaves the previous version."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(result, indent=1))
+    partial.replace(target)
 
 if __name__ == "__main__":
     main()

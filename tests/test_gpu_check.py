@@ -42,6 +42,8 @@ def test_gpu_plan_sanitizes_the_op_tests_and_fails_on_any_error(tmp_path):
     assert "PYTORCH_NO_CUDA_MEMORY_CACHING" not in steps["racecheck"].env
     assert steps["build"].gate and steps["build-facts"].gate
     assert steps["nb201-scoring"].needs == gpu_check.NB201_SCORING_BENCH
+    assert "--all-cells" in steps["nb201-scoring"].command  # the GPU's all-cells target is timed, not estimated
+    assert "--all-cells" not in steps_of(gpu_check.plan(True, tmp_path))["nb201-scoring"].command
 
 
 def test_every_op_of_the_schema_has_its_tests_sanitized():
