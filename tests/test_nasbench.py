@@ -377,8 +377,6 @@ def test_a_killed_benchmark_run_continues(table_file, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("extra,message", [
     (["--proxies", "synflow,jacov"], r"data: proxies \['jacov'\] read a batch of images"),
-    (["--data", "synthetic", "--dataset", "cifar10"], "data: synthetic holds 10 classes of 3x16x16 images; "
-                                                      "NAS-Bench-201's cifar10 networks take 3x32x32 images"),
     (["--sample", "25"], r"sample: expected 'all' or a number of cells in 1\.\.24"),
     (["--proxies", "synflow,zen"], "proxy: unknown name 'zen'"),
     (["--bootstrap", "0"], "bootstrap: expected a number of resamples >= 1, got 0"),
@@ -388,6 +386,28 @@ def test_benchmark_bad_input(table_file, tmp_path, capsys, extra, message):
     assert run(benchmark_args(table_file, tmp_path / "run", *extra)) == 2
     error = capsys.readouterr().err
     assert re.search(message, error), error
+
+
+@pytest.mark.parametrize("kind,dataset,held", [("cifar10", "ImageNet16-120", "10 classes of 3x32x32"),
+                                                ("cifar100", "cifar10", "100 classes of 3x32x32")])
+def test_benchmark_refuses_data_of_another_shape(table_file, tmp_path, capsys, kind, dataset, held):
+    from test_data import fake_cifar
+
+    fake_cifar(tmp_path / "data", kind)
+    assert run(benchmark_args(table_file, tmp_path / "run", "--data", f"{kind}:{tmp_path / 'data'}",
+                              "--dataset", dataset, "--proxies", "nwot")) == 2
+    side = 16 if dataset == "ImageNet16-120" else 32
+    assert (f"data: {kind}:{tmp_path / 'data'} holds {held} images; NAS-Bench-201's {dataset} networks take "
+            f"3x{side}x{side} images") in capsys.readouterr().err
+
+
+def test_synthetic_data_takes_the_benchmarks_shape(table_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(benchmark_args(table_file, out, "--data", "synthetic", "--dataset", "cifar10", "--proxies",
+                               "nwot,params", "--sample", "6", "--batch-size", "8")) == 0
+    report = json.loads((out / "correlations.json").read_text())
+    assert report["dataset"] == "cifar10" and report["proxies"]["nwot"]["n"] == 6
+    assert "note: ['nwot'] scored random synthetic images" in capsys.readouterr().out
 
 
 def test_benchmark_bad_spec_and_folder(table_file, tmp_path, capsys):

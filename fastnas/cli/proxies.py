@@ -163,7 +163,9 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     batch = teacher = None
     if args.data:
-        dataset = load_data(args.data)
+        # synthetic images (random, for smoke tests) are drawn at the benchmark's side; a real dataset keeps its
+        # own, so that a mismatch is refused instead of resized
+        dataset = load_data(args.data, image_size=side if args.data.partition(":")[0] == "synthetic" else None)
         if (dataset.in_channels, dataset.image_size) != (3, side) or dataset.num_classes > classes:
             raise ValueError(f"data: {args.data} holds {dataset.num_classes} classes of {dataset.in_channels}x"
                              f"{dataset.image_size}x{dataset.image_size} images; NAS-Bench-201's {args.dataset} "
@@ -208,6 +210,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(f"{len(archs)} NAS-Bench-201 cells of {path} (C={args.C}, N={args.N}), correlation with the "
           f"{args.dataset} {table.metric_name}; published (of the test accuracy): {PUBLISHED_SOURCE}")
     print(format_report(report))
+    if needing_data and args.data.partition(":")[0] == "synthetic":
+        print(f"note: {needing_data} scored random synthetic images: their correlations check the mechanics, "
+              "not a result to compare with the published ones")
     print(f"wrote {out / 'correlations.json'}, scatter-<proxy>.png and the scores in scores.jsonl")
     return 0
 
@@ -238,8 +243,8 @@ def add_parsers(sub) -> None:
                          help="--benchmark: resamples of the cells for the 95%% intervals")
     proxies.add_argument("--data", default=None,
                          help="dataset of the proxy batch: that of the ground truth (--gt; default digits), or for "
-                         "--benchmark cifar10:PATH, cifar100:PATH, imagenet16:PATH or synthetic (none: only the "
-                         "data-free params, flops and synflow)")
+                         "--benchmark cifar10:PATH, cifar100:PATH, imagenet16:PATH or synthetic (random images at the "
+                         "benchmark's side, for smoke tests; none: only the data-free params, flops and synflow)")
     proxies.add_argument("--teacher", default="builtin", help="teacher of the distillation-aware proxies")
     proxies.add_argument("--proxies", default=None,
                          help="comma-separated names (default: every registered proxy with --gt; with --benchmark "
