@@ -67,6 +67,36 @@ def test_bad_input_is_one_line_naming_the_argument_and_exit_status_2(command, tm
     assert named.format(tmp=tmp_path) in line
 
 
+DEVICE_COMMANDS = [["dnad"], ["sddarts"], ["darts"], ["train"], ["bench-gt"], ["autodas", "search-proxy"],
+                   ["autodas", "search-student"], ["proxies"]]
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("device,named", [
+    ("gpu", "argument --device: expected cpu, cuda or cuda:N, got 'gpu'"),
+    ("mps", "argument --device: expected cpu, cuda or cuda:N, got 'mps'"),
+    pytest.param("cuda", "argument --device: cuda needs a visible CUDA GPU and torch sees none",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")),
+    pytest.param("cuda:1", "argument --device: cuda:1 needs a visible CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")),
+])
+def test_a_device_this_machine_lacks_is_one_line_before_any_work(command, device, named, capsys):
+    assert run([*command, "--device", device]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"fastnas {' '.join(command)}: error: {named}"), line
+
+
+def test_a_cuda_index_past_the_visible_gpus_is_refused(monkeypatch, capsys):
+    from fastnas.cli import common
+
+    monkeypatch.setattr(common.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(common.torch.cuda, "device_count", lambda: 2)
+    assert common.device_option("cuda:1") == "cuda:1" and common.device_option("cuda") == "cuda"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"cuda:2: torch sees 2 CUDA GPU\(s\), numbered from 0"):
+        common.device_option("cuda:2")
+    assert common.device_option("cpu") == "cpu"
+
+
 def test_debug_shows_the_traceback_from_anywhere_on_the_line(tmp_path):
     missing = str(tmp_path / "missing.json")
     for argv in (["--debug", "train", "--genotype", missing], ["train", "--genotype", missing, "--debug"]):

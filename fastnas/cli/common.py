@@ -35,13 +35,35 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
+def device_option(text: str) -> str:
+    """The type of --device: cpu, cuda or cuda:N, a CUDA one only where torch sees that GPU."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text} needs a visible CUDA GPU and torch sees none "
+                                         "(torch.cuda.is_available() is False); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: torch sees {torch.cuda.device_count()} CUDA GPU(s), "
+                                         f"numbered from 0")
+    return text
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device_option, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N; the default is cuda where torch sees a GPU, else cpu")
+
+
 def add_common(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
     parser.add_argument("--data", default="digits",
                         help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | synthetic[:N]")
     parser.add_argument("--out", required=out_required, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -76,7 +76,7 @@ def _ground_truth(args: argparse.Namespace) -> int:
     from ..search_spaces import get_space
 
     data = args.data or "digits"
-    batch_size = args.batch_size or GT_BATCH_SIZE
+    batch_size = GT_BATCH_SIZE if args.batch_size is None else args.batch_size
     names = _proxy_names(args, available_proxies())
     gt = load_ground_truth(args.gt)
     if gt.data is not None and gt.data != data:
@@ -147,7 +147,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     rows = sample_indices(len(table), args.sample, args.seed)
     archs = [table.archs[i] for i in rows]
     classes, side = NETWORK[args.dataset]
-    batch_size = args.batch_size or BENCHMARK_BATCH_SIZE
+    batch_size = BENCHMARK_BATCH_SIZE if args.batch_size is None else args.batch_size
     out = Path(args.out)
     settings = {"benchmark_dataset": args.dataset, "data": args.data, "batch_size": batch_size if args.data else None,
                 "seed": args.seed, "C": args.C, "N": args.N,
@@ -219,6 +219,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     from ..nasbench import BENCHMARK_C, BENCHMARK_N, DATASETS
+    from .common import add_device
 
     proxies = sub.add_parser("proxies", help="rank correlation of training-free proxies with a ground truth",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -254,6 +255,6 @@ def add_parsers(sub) -> None:
                          help=f"images of the one proxy batch (default {GT_BATCH_SIZE} with --gt; "
                          f"{BENCHMARK_BATCH_SIZE} with --benchmark, as zero-cost-nas)")
     proxies.add_argument("--seed", type=int, default=0, help="batch draw, the sample and the networks' weights")
-    proxies.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device(proxies)
     proxies.add_argument("--quiet", action="store_true", help="no progress bar")
     proxies.set_defaults(run=_proxies)
