@@ -380,6 +380,7 @@ def test_a_killed_benchmark_run_continues(table_file, tmp_path, monkeypatch):
     (["--sample", "25"], r"sample: expected 'all' or a number of cells in 1\.\.24"),
     (["--proxies", "synflow,zen"], "proxy: unknown name 'zen'"),
     (["--bootstrap", "0"], "bootstrap: expected a number of resamples >= 1, got 0"),
+    (["--batch-size", "0", "--data", "synthetic", "--proxies", "nwot"], "batch_size must be positive, got 0"),
     (["--C", "0"], "C: expected a positive integer, got 0"),
 ])
 def test_benchmark_bad_input(table_file, tmp_path, capsys, extra, message):
