@@ -30,6 +30,16 @@ class RunWarning(UserWarning):
     """Something about a run folder the user should know, though the run goes on (the CLI prints it in one line)."""
 
 
+def make_folder(path: Path, argument: str = "out") -> None:
+    """`mkdir -p path`; an error names the command-line `argument` the folder came from."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{argument}: {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file higher up, no permission, a read-only file system
+        raise OSError(f"{argument}: cannot create the folder {path}: {error.strerror or error}") from error
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Calls write(file) on a temporary file beside `path`, then renames it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +115,7 @@ class RunFolder:
             raise FileExistsError(f"out: {self.path} already holds a run; pass --resume to continue it "
                                   "or choose another --out")
         if writer:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path)
         if writer and not resume:  # what a run left without a checkpoint.pt belongs to no run that can resume
             self.truncate_metrics(0)
             self.previous_checkpoint_path.unlink(missing_ok=True)

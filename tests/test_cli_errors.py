@@ -97,6 +97,22 @@ def test_a_cuda_index_past_the_visible_gpus_is_refused(monkeypatch, capsys):
     assert common.device_option("cpu") == "cpu"
 
 
+@pytest.mark.parametrize("argv", [["dnad", "--data", "synthetic:96"], ["bench-gt", "--space", "nb201", "--n", "2"],
+                                  ["proxies", "--benchmark", "nb201:{tmp}/nb201.csv", "--sample", "2"]],
+                         ids=lambda argv: argv[0])
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_an_out_folder_that_cannot_be_made_is_one_line_naming_out(argv, where, tmp_path, capsys):
+    from fastnas.nasbench import write_table
+    from test_nasbench import random_table
+
+    write_table(tmp_path / "nb201.csv", random_table(4, seed=0))
+    (tmp_path / "taken").write_text("")
+    out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "run"
+    assert run([arg.format(tmp=tmp_path) for arg in argv] + ["--out", str(out), "--device", "cpu"]) == 2
+    want = f"out: {out} is a file, not a folder" if where == "file" else f"out: cannot create the folder {out}: "
+    assert want in one_error_line(capsys)
+
+
 def test_debug_shows_the_traceback_from_anywhere_on_the_line(tmp_path):
     missing = str(tmp_path / "missing.json")
     for argv in (["--debug", "train", "--genotype", missing], ["train", "--genotype", missing, "--debug"]):

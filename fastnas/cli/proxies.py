@@ -72,7 +72,7 @@ def _ground_truth(args: argparse.Namespace) -> int:
                                          score_matrix, write_tables)
     from ..plots import plot_proxy_scatter
     from ..proxies import available_proxies
-    from ..runs import atomic_write_json
+    from ..runs import atomic_write_json, make_folder
     from ..search_spaces import get_space
 
     data = args.data or "digits"
@@ -88,7 +88,7 @@ def _ground_truth(args: argparse.Namespace) -> int:
     _check_settings(out, settings)
     dist = Distributed.from_env(args.device)
     device = dist.device_for(args.device)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     if dist.is_main:
         atomic_write_json(out / "config.json", {**settings, "gt": str(args.gt), "proxies": names})
 
@@ -128,7 +128,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                             sample_indices)
     from ..plots import plot_proxy_scatter
     from ..proxies.batched import BATCHED, DATA_FREE, SharedNB201, score_nb201
-    from ..runs import atomic_write_json
+    from ..runs import atomic_write_json, make_folder
     from .common import keep_freed_memory
 
     kind, _, path = args.benchmark.partition(":")
@@ -157,7 +157,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     device = dist.device_for(args.device)
     if device.type == "cpu":
         keep_freed_memory()
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     if dist.is_main:
         atomic_write_json(out / "config.json", {**settings, "benchmark": str(path), "proxies": names})
 

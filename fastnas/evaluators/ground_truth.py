@@ -37,7 +37,7 @@ import torch
 from ..data import load_data
 from ..distill import load_teacher
 from ..nn.cost import count_flops, count_params
-from ..runs import atomic_write_bytes, atomic_write_json
+from ..runs import atomic_write_bytes, atomic_write_json, make_folder
 from ..search_spaces import get_space
 from .trainer import TrainConfig, train_network
 
@@ -227,7 +227,7 @@ def build_ground_truth(config: GroundTruthConfig, out: str | os.PathLike, rank: 
     archs = sample_architectures(config.space, config.n, config.seed)
     todo = shard_indices(len(archs), rank, world)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     _check_config(out, config)
     path = out / output_name(rank, world)
     done = {record["arch"] for record in read_records(path, repair=True)}
