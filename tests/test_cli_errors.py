@@ -113,6 +113,15 @@ def test_an_out_folder_that_cannot_be_made_is_one_line_naming_out(argv, where, t
     assert want in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("command", ["sddarts", "darts"])
+def test_a_search_batch_larger_than_a_split_is_refused_not_run_without_steps(command, tmp_path, capsys):
+    # synthetic:96 keeps 70 training images; the search's stratified halves of them hold 30 and 40
+    assert run([command, "--data", "synthetic:96", "--out", str(tmp_path / "run"), "--batch-size", "64",
+                "--device", "cpu"]) == 2
+    assert one_error_line(capsys) == (f"fastnas {command}: error: batch_size: expected at most 30 (the smaller of "
+                                      "the search's training and validation splits of synthetic:96), got 64")
+
+
 def test_debug_shows_the_traceback_from_anywhere_on_the_line(tmp_path):
     missing = str(tmp_path / "missing.json")
     for argv in (["--debug", "train", "--genotype", missing], ["train", "--genotype", missing, "--debug"]):

@@ -463,6 +463,11 @@ class SDDARTSSearch(Search):
         super().__init__(config, run, progress, log, dist)
         c = config
         self.train_data, self.val_data = split(self.dataset.train, c.train_fraction, seed=c.seed)
+        # a step reads one batch of each split: a batch larger than either would end the search with no step
+        smaller = min(len(self.train_data), len(self.val_data))
+        if c.batch_size > smaller:
+            raise ValueError(f"batch_size: expected at most {smaller} (the smaller of the search's training and "
+                             f"validation splits of {c.data}), got {c.batch_size}")
         self.net = SuperNetwork(c.C, self.dataset.num_classes, c.layers, c.nodes, c.ops, self.dataset.in_channels,
                                 mode="softmax", alpha_per_cell=False, recompute=c.recompute).to(self.device)
         self.weights, self.alphas = self.net.weight_parameters(), self.net.arch_parameters()
