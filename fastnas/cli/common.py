@@ -52,6 +52,17 @@ def device_option(text: str) -> str:
     return text
 
 
+def seed_option(text: str) -> int:
+    """The type of --seed: an integer torch.manual_seed takes, 0 <= seed < 2**63."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= seed < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"expected 0 <= seed < 2**63, got {seed}")
+    return seed
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device_option, default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu, cuda or cuda:N; the default is cuda where torch sees a GPU, else cpu")
@@ -62,7 +73,7 @@ def add_common(parser: argparse.ArgumentParser, out_required: bool = True) -> No
                         help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | synthetic[:N]")
     parser.add_argument("--out", required=out_required, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_option, default=0)
     add_device(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

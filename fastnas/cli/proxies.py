@@ -219,7 +219,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     from ..nasbench import BENCHMARK_C, BENCHMARK_N, DATASETS
-    from .common import add_device
+    from .common import add_device, seed_option
 
     proxies = sub.add_parser("proxies", help="rank correlation of training-free proxies with a ground truth",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -254,7 +254,7 @@ def add_parsers(sub) -> None:
     proxies.add_argument("--batch-size", type=int, default=None,
                          help=f"images of the one proxy batch (default {GT_BATCH_SIZE} with --gt; "
                          f"{BENCHMARK_BATCH_SIZE} with --benchmark, as zero-cost-nas)")
-    proxies.add_argument("--seed", type=int, default=0, help="batch draw, the sample and the networks' weights")
+    proxies.add_argument("--seed", type=seed_option, default=0, help="batch draw, the sample and the networks' weights")
     add_device(proxies)
     proxies.add_argument("--quiet", action="store_true", help="no progress bar")
     proxies.set_defaults(run=_proxies)
