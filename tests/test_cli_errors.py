@@ -218,3 +218,18 @@ def test_a_bad_checkpoint_without_a_previous_one_is_named_with_what_to_do(tmp_pa
     assert line.startswith(f"fastnas train: error: resume: {out / 'checkpoint.pt'} is {kind}")
     assert line.endswith(f"there is no checkpoint.prev.pt beside it to fall back to. To start the run over, "
                          f"delete {out / 'checkpoint.pt'} and run without --resume, or choose another --out")
+
+
+def test_resume_with_other_settings_or_into_another_methods_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--data", "synthetic:96", "--epochs", "1", "--C", "4", "--layers", "3", "--batch-size", "16",
+            "--device", "cpu", "--quiet", "--out", str(out)]
+    assert run(["dnad", *argv]) == 0
+    capsys.readouterr()
+    assert run(["dnad", *argv, "--resume", "--C", "8"]) == 2  # was a traceback: size mismatch loading the weights
+    assert one_error_line(capsys) == (f"fastnas dnad: error: resume: {out} holds a run made with other settings "
+                                      "(C=4 there, 8 now); resume it with its own settings or choose another --out")
+    assert run(["sddarts", *argv, "--resume"]) == 2
+    assert one_error_line(capsys).startswith(f"fastnas sddarts: error: resume: {out} holds a run made with other "
+                                             "settings (")
+    assert run(["dnad", *argv, "--resume"]) == 0  # its own settings still resume

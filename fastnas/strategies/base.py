@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any, Callable
 
@@ -12,6 +13,8 @@ from ..distributed import Distributed
 from ..runs import RunFolder
 
 AMP_MODES = ("off", "bf16")
+# Settings a resumed search may change: where and how its steps run, not what they compute.
+RESUMABLE_CHANGES = ("device", "amp", "recompute")
 
 
 def check_amp(amp: str) -> None:
@@ -53,7 +56,22 @@ class Search:
     def resume_or_start(self) -> None:
         """Continues from the run folder's checkpoint, or records the config of a new run."""
         if self.run_folder.checkpoint_path.exists():
+            self._check_resumed_config()
             self._restore(self.run_folder.load_checkpoint())
             self.log(f"resumed at epoch {self.epoch}, step {self.step}")
         else:
             self.run_folder.write_config(asdict(self.config))
+
+    def _check_resumed_config(self) -> None:
+        """Refuses to resume a run folder made with other settings (another method, size or schedule)."""
+        path = self.run_folder.path / "config.json"
+        if not path.exists():
+            return
+        saved = json.loads(path.read_text())
+        now = json.loads(json.dumps(asdict(self.config)))  # tuples as lists, as config.json holds them
+        differ = [f"{key}={saved.get(key)!r} there, {value!r} now" for key, value in now.items()
+                  if key not in RESUMABLE_CHANGES and saved.get(key) != value]
+        if differ:
+            raise ValueError(f"resume: {self.run_folder.path} holds a run made with "
+                             f"other settings ({'; '.join(differ)}); resume it with its own settings or choose "
+                             "another --out")
