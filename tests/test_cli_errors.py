@@ -123,9 +123,10 @@ def test_a_search_batch_larger_than_a_split_is_refused_not_run_without_steps(com
 
 
 @pytest.mark.parametrize("command", DEVICE_COMMANDS, ids=" ".join)
-@pytest.mark.parametrize("seed,named", [("99999999999999999999", "expected 0 <= seed < 2**63, got 99999999999999999999"),
-                                        ("-1", "expected 0 <= seed < 2**63, got -1"),
-                                        ("x", "expected an integer, got 'x'")])
+@pytest.mark.parametrize("seed,named", [
+    ("99999999999999999999", "expected 0 <= seed < 2**63, got 99999999999999999999"),
+    ("-1", "expected 0 <= seed < 2**63, got -1"),
+    ("x", "expected an integer, got 'x'")])
 def test_a_seed_torch_cannot_take_is_one_line_before_any_work(command, seed, named, tmp_path, capsys):
     assert run([*command, f"--seed={seed}", "--out", str(tmp_path / "run")]) == 2
     assert one_error_line(capsys).startswith(f"fastnas {' '.join(command)}: error: argument --seed: {named}")

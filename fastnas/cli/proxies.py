@@ -244,8 +244,9 @@ def add_parsers(sub) -> None:
                          help="--benchmark: resamples of the cells for the 95%% intervals")
     proxies.add_argument("--data", default=None,
                          help="dataset of the proxy batch: that of the ground truth (--gt; default digits), or for "
-                         "--benchmark cifar10:PATH, cifar100:PATH, imagenet16:PATH or synthetic (random images at the "
-                         "benchmark's side, for smoke tests; without --data: only the data-free params, flops and synflow)")
+                         "--benchmark cifar10:PATH, cifar100:PATH, imagenet16:PATH or synthetic (random images at "
+                         "the benchmark's side, for smoke tests; without --data: only the data-free params, flops "
+                         "and synflow)")
     proxies.add_argument("--teacher", default="builtin", help="teacher of the distillation-aware proxies")
     proxies.add_argument("--proxies", default=None,
                          help="comma-separated names (default: every registered proxy with --gt; with --benchmark "
