@@ -13,8 +13,9 @@ from ..distributed import Distributed
 from ..runs import RunFolder
 
 AMP_MODES = ("off", "bf16")
-# Settings a resumed search may change: where and how its steps run, not what they compute.
-RESUMABLE_CHANGES = ("device", "amp", "recompute")
+# Settings a resumed search may change: where and how its steps run, and how precisely SD-DARTS measures
+# sharpness (bench/sddarts_table.py rechecks a finished search's), not what the search computes.
+RESUMABLE_CHANGES = ("device", "amp", "recompute", "sharpness_samples", "sharpness_iterations")
 
 
 def check_amp(amp: str) -> None:
