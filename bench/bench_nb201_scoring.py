@@ -43,6 +43,7 @@ import torch
 from fastnas.cli.common import keep_freed_memory
 from fastnas.proxies import score_many
 from fastnas.proxies.batched import SharedNB201, score_nb201
+from fastnas.runs import atomic_write_json
 from fastnas.search_spaces import nb201
 
 RESULTS = Path(__file__).parent / "results"
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
               + (f" (runs {ratios[0]:.1f}x to {ratios[-1]:.1f}x)" if args.runs > 1 else "")
               + (f"; at the fastest rate {rows[case]['compute_bound_s']:.2f} s, at most "
                  f"{rows[case]['compute_bound_speedup']:.1f}x" if case in SWEEPS else ""), flush=True)
-        write_json(args.out, result)  # what is measured so far survives a run cut short (a time cap)
+        atomic_write_json(Path(args.out), result)  # what is measured so far survives a run cut short (a time cap)
     per_cell = rows["data-free"]["batched_s"] / rows["data-free"]["cells"]
     # The loop costs the same per cell however many there are; a batched pass amortizes more when its
     # cells share more operations, as the whole space sorted by operations does.
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         "estimate_s": per_cell * 15625, "loop_estimate_s": loop_all,
         "estimate_from": f"{rows['data-free']['cells']} cells x 15625 / {rows['data-free']['cells']}"}
     if args.all_cells:
-        write_json(args.out, result)
+        atomic_write_json(Path(args.out), result)
         setting = Setting(cells=15625, device=args.device, archs_per_pass=args.archs_per_pass, **size)
         all_cells["measured_s"] = seconds(lambda: batched(CASES["data-free"], setting, nb201.all_archs()),
                                           args.device)
@@ -283,17 +284,9 @@ def main(argv: list[str] | None = None) -> None:
           + (f", measured {all_cells['measured_s']:.0f} s" if "measured_s" in all_cells else "")
           + f" (the loop: estimated {loop_all:.0f} s)")
     result["complete"] = True
-    write_json(args.out, result)
+    atomic_write_json(Path(args.out), result)
     print(f"wrote {args.out}")
 
-
-def write_json(path: str, result: dict) -> None:
-    """Replace `path` by `result` atomically: a run killed while writing leaves the previous version."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(result, indent=1))
-    partial.replace(target)
 
 if __name__ == "__main__":
     main()

@@ -162,10 +162,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         atomic_write_json(out / "config.json", {**settings, "benchmark": str(path), "proxies": names})
 
     batch = teacher = None
+    synthetic = bool(args.data) and args.data.partition(":")[0] == "synthetic"
     if args.data:
         # synthetic images (random, for smoke tests) are drawn at the benchmark's side; a real dataset keeps its
         # own, so that a mismatch is refused instead of resized
-        dataset = load_data(args.data, image_size=side if args.data.partition(":")[0] == "synthetic" else None)
+        dataset = load_data(args.data, image_size=side if synthetic else None)
         if (dataset.in_channels, dataset.image_size) != (3, side) or dataset.num_classes > classes:
             raise ValueError(f"data: {args.data} holds {dataset.num_classes} classes of {dataset.in_channels}x"
                              f"{dataset.image_size}x{dataset.image_size} images; NAS-Bench-201's {args.dataset} "
@@ -210,7 +211,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(f"{len(archs)} NAS-Bench-201 cells of {path} (C={args.C}, N={args.N}), correlation with the "
           f"{args.dataset} {table.metric_name}; published (of the test accuracy): {PUBLISHED_SOURCE}")
     print(format_report(report))
-    if needing_data and args.data.partition(":")[0] == "synthetic":
+    if needing_data and synthetic:
         print(f"note: {needing_data} scored random synthetic images: their correlations check the mechanics, "
               "not a result to compare with the published ones")
     print(f"wrote {out / 'correlations.json'}, scatter-<proxy>.png and the scores in scores.jsonl")
